@@ -1,0 +1,1 @@
+"""pgqueue benchmarks: one subcommand of `python -m bench` per row of the benchmark plan."""

@@ -1,0 +1,184 @@
+"""`python -m bench <row> --dsn postgresql://...`: one subcommand per row of the plan."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="pgqueue benchmarks. Throughput figures are ratios against a baseline measured in the "
+    "same run; latency figures (R3) are absolute.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+Dsn = Annotated[
+    str,
+    typer.Option(
+        "--dsn",
+        envvar="PGQUEUE_BENCH_DSN",
+        help="Maintenance DSN (postgresql:// URL) of a role that may create databases. The run "
+        "drops and recreates database pgqueue_bench on that server.",
+    ),
+]
+Seconds = Annotated[int, typer.Option(min=1, help="Measured seconds per phase.")]
+Repeat = Annotated[int, typer.Option(min=1, help="Repetitions (the plan reports >= 3).")]
+Warmup = Annotated[int, typer.Option(min=0, help="Unmeasured seconds before each phase.")]
+KeepDb = Annotated[bool, typer.Option(help="Leave database pgqueue_bench in place afterwards.")]
+
+
+@app.callback()
+def _root() -> None:
+    """Keeps subcommands explicit (`python -m bench r1`)."""
+
+
+@app.command()
+def r1(
+    dsn: Dsn,
+    seconds: Seconds = 10,
+    repeat: Repeat = 3,
+    warmup: Warmup = 2,
+    keep_db: KeepDb = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file (default bench/results/r1.json).")
+    ] = None,
+) -> None:
+    """R1a/R1b: publish throughput, 1 and 100 messages per call, against pgbench INSERTs."""
+    from bench import r1_publish
+
+    r1_publish.main(
+        dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+    )
+
+
+@app.command()
+def r2(
+    dsn: Dsn,
+    messages: Annotated[
+        int, typer.Option(min=1, help="Backlog drained per phase (the plan: 100000).")
+    ] = 100_000,
+    repeat: Repeat = 3,
+    redis_url: Annotated[
+        str,
+        typer.Option(
+            envvar="PGQUEUE_BENCH_REDIS_URL",
+            help="Redis of R2b. The run sets appendonly yes + appendfsync always there and "
+            "restores the previous values; R2b is skipped if it cannot.",
+        ),
+    ] = "redis://127.0.0.1:6379/0",
+    keep_db: KeepDb = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file (default bench/results/r2.json).")
+    ] = None,
+) -> None:
+    """R2a/R2b: drain a backlog (claim + ack x100, 4 consumers) against pgqueuer and Redis
+    Streams. Needs the bench extra (pgqueuer, redis)."""
+    from bench import r2_drain
+
+    r2_drain.main(
+        dsn,
+        messages=messages,
+        repeat=repeat,
+        keep_db=keep_db,
+        redis_url=redis_url,
+        output=output,
+    )
+
+
+@app.command()
+def r3(
+    dsn: Dsn,
+    seconds: Seconds = 30,
+    repeat: Repeat = 3,
+    warmup: Warmup = 3,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Open-loop rate in msg/s for every system (default: 50 % of its max rate).",
+        ),
+    ] = None,
+    max_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Max publish rate in msg/s for every system instead of probing it (5 s).",
+        ),
+    ] = None,
+    systems: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated systems to measure, in this order: pgqueue, redis (Redis "
+            "Streams, PGQUEUE_BENCH_REDIS_URL), nats (NATS JetStream, PGQUEUE_BENCH_NATS_URL)."
+        ),
+    ] = "pgqueue,redis,nats",
+    keep_db: KeepDb = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file (default bench/results/r3.json).")
+    ] = None,
+) -> None:
+    """R3: publish → WebSocket receive latency, open loop at 50 % of the max publish rate;
+    Redis Streams and NATS JetStream measured the same way as reference rows."""
+    from bench import r3_latency
+
+    r3_latency.main(
+        dsn,
+        systems=[name.strip() for name in systems.split(",") if name.strip()],
+        seconds=seconds,
+        repeat=repeat,
+        warmup=warmup,
+        rate=rate,
+        max_rate=max_rate,
+        keep_db=keep_db,
+        output=output,
+    )
+
+
+@app.command()
+def report(
+    fsync: Annotated[
+        bool, typer.Option(help="Run pg_test_fsync (about 15 s) for the disk line.")
+    ] = True,
+) -> None:
+    """Regenerate docs/BENCHMARKS.md (and its plots in docs/bench/) from bench/results/*.json."""
+    from bench import report as report_module
+
+    path = report_module.main(run_fsync=fsync)
+    typer.echo(f"wrote {path}")
+
+
+@app.command("all")
+def all_rows(dsn: Dsn) -> None:
+    """R1, R2, R3 in sequence with their defaults, then the report. A row that fails does not
+    stop the others; the exit status is non-zero when one did."""
+    # Called as plain functions, the options' envvars are not read: pass R2's on by hand (R3
+    # reads its own from the environment).
+    redis_url = os.environ.get("PGQUEUE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    rows: tuple[tuple[str, Callable[[], None]], ...] = (
+        ("r1", lambda: r1(dsn=dsn)),
+        ("r2", lambda: r2(dsn=dsn, redis_url=redis_url)),
+        ("r3", lambda: r3(dsn=dsn)),
+    )
+    failed = []
+    for name, run in rows:
+        typer.echo(f"=== {name} ===")
+        try:
+            run()
+        except SystemExit as error:
+            if error.code not in (None, 0):
+                typer.echo(f"{name} failed: {error.code}", err=True)
+                failed.append(name)
+        except Exception as error:
+            typer.echo(f"{name} failed: {error!r}", err=True)
+            failed.append(name)
+    report()
+    if failed:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,468 @@
+"""Rows R1a and R1b: publishing throughput against pgbench inserting the same payload.
+
+    R1a  publish, 1 message per call, 4 publishers   baseline: pgbench one-row INSERT   goal >= 0.7
+    R1b  publish_many, 100 messages per call          baseline: pgbench 100-row INSERT   goal >= 0.5
+
+R1a is measured twice: "r1a" is 4 asyncio tasks sharing one Queue in this process (how an
+application publishes), "r1a-procs" is 4 processes with a Queue each (the shape pgbench has:
+one client-side CPU per publisher is not a bottleneck there, and the GIL is not one here).
+
+The phases of a repetition alternate baselines and pgqueue so that drift on a shared machine
+lands on both sides of a ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import queue
+import re
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+import pgqueue
+from bench import common
+
+CLIENTS = 4
+PGBENCH_JOBS = 2  # the plan's `-j 2`: one pgbench thread per core of the reference machine
+BATCH = 100
+TOPIC = "bench"
+
+# Fixed, 120 bytes. It goes verbatim into the pgbench scripts as a SQL literal, so: ASCII, no
+# single quote, and no value starting with a letter right after a colon (no true/false/null),
+# which pgbench would take for a `:variable`.
+PAYLOAD: dict[str, Any] = {
+    "event": "order.created",
+    "order_id": 48213377,
+    "customer": "c-0042",
+    "amount_cents": 129900,
+    "currency": "EUR",
+    "channel": "web",
+}
+# The same text pgqueue's codec sends (compact separators), so both sides store equal jsonb.
+PAYLOAD_JSON = json.dumps(PAYLOAD, separators=(",", ":"))
+if "'" in PAYLOAD_JSON or not PAYLOAD_JSON.isascii() or re.search(r":[A-Za-z_]", PAYLOAD_JSON):
+    raise RuntimeError("PAYLOAD cannot go into a pgbench script as it is")
+
+CREATE_PLAIN = "CREATE TABLE bench_plain (id bigserial PRIMARY KEY, payload jsonb)"
+SCRIPT_ONE = f"INSERT INTO bench_plain(payload) VALUES ('{PAYLOAD_JSON}');\n"
+SCRIPT_BATCH = (
+    f"INSERT INTO bench_plain(payload) SELECT '{PAYLOAD_JSON}'::jsonb "
+    f"FROM generate_series(1, {BATCH});\n"
+)
+
+# Generous: spawning a process and importing pgqueue takes a few seconds on a loaded machine.
+BARRIER_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    what: str
+    unit: str
+    measured: str  # key of the pgqueue figure in a repetition
+    baseline: str  # key of the baseline figure in the same repetition
+    goal: float
+
+
+PGBENCH_FLAGS = f"pgbench -n -M prepared -c {CLIENTS} -j {PGBENCH_JOBS}"
+BASELINES = {
+    "pgbench-1": f"one-row INSERT, {PGBENCH_FLAGS} (tps)",
+    f"pgbench-{BATCH}": f"{BATCH}-row INSERT ... SELECT, {PGBENCH_FLAGS} (tps x {BATCH})",
+}
+
+ROWS = (
+    Row("r1a", "publish, 1 msg/call, 4 tasks in 1 process", "msg/s", "r1a", "pgbench-1", 0.7),
+    Row("r1a-procs", "publish, 1 msg/call, 4 processes", "msg/s", "r1a-procs", "pgbench-1", 0.7),
+    Row(
+        "r1b", f"publish_many, {BATCH} msg/call, 4 tasks", "rows/s", "r1b", f"pgbench-{BATCH}", 0.5
+    ),
+)
+
+
+# -- pgqueue side ---------------------------------------------------------------------------
+
+
+async def _publish_loop(q: pgqueue.Queue, batch: int, start: float, stop: float) -> int:
+    """Publishes back to back from now until `stop`; returns the messages whose call
+    completed in [start, stop). Publishing before `start` is the warm-up: it fills the pool
+    and the server's caches without a pause between warm-up and measurement."""
+    loop = asyncio.get_running_loop()
+    messages = [PAYLOAD] * batch
+    count = 0
+    while True:
+        if batch == 1:
+            await q.publish(TOPIC, PAYLOAD)
+        else:
+            await q.publish_many(TOPIC, messages)
+        now = loop.time()
+        if now >= stop:
+            return count
+        if now >= start:
+            count += batch
+
+
+async def measure_tasks(dsn: str, *, batch: int, warmup: float, seconds: float) -> float:
+    """Messages/s of CLIENTS tasks sharing one Queue (its pool)."""
+    async with pgqueue.connect(dsn) as q:
+        start = asyncio.get_running_loop().time() + warmup
+        counts = await asyncio.gather(
+            *(_publish_loop(q, batch, start, start + seconds) for _ in range(CLIENTS))
+        )
+    return sum(counts) / seconds
+
+
+async def _process_main(
+    dsn: str, batch: int, warmup: float, seconds: float, barrier: Barrier
+) -> int:
+    async with pgqueue.connect(dsn) as q:
+        # Every process starts its clock together, once all have connected.
+        await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
+        start = asyncio.get_running_loop().time() + warmup
+        return await _publish_loop(q, batch, start, start + seconds)
+
+
+def _process_worker(
+    dsn: str,
+    batch: int,
+    warmup: float,
+    seconds: float,
+    barrier: Barrier,
+    results: multiprocessing.Queue[tuple[str, Any]],
+) -> None:
+    try:
+        count = asyncio.run(_process_main(dsn, batch, warmup, seconds, barrier))
+    except BaseException as error:
+        barrier.abort()  # so that the others do not wait out the timeout
+        results.put(("error", repr(error)))
+        raise
+    results.put(("ok", count))
+
+
+def measure_processes(dsn: str, *, batch: int, warmup: float, seconds: float) -> float:
+    """Messages/s of CLIENTS processes, each with its own Queue and one publishing task.
+
+    Blocking: call it through asyncio.to_thread.
+    """
+    # spawn, not fork: a forked child would inherit the parent's event loop and connections.
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(CLIENTS)
+    results: multiprocessing.Queue[tuple[str, Any]] = context.Queue()
+    processes = [
+        context.Process(
+            target=_process_worker,
+            args=(dsn, batch, warmup, seconds, barrier, results),
+            name=f"bench-publisher-{i}",
+            daemon=True,
+        )
+        for i in range(CLIENTS)
+    ]
+    for process in processes:
+        process.start()
+    deadline = time.monotonic() + BARRIER_TIMEOUT + warmup + seconds + 30
+    outcomes: list[tuple[str, Any]] = []
+    try:
+        for _ in processes:
+            outcomes.append(results.get(timeout=max(0.1, deadline - time.monotonic())))
+    except queue.Empty:
+        outcomes.append(("error", "a publisher process did not report in time"))
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    errors = [detail for status, detail in outcomes if status != "ok"]
+    if errors:
+        raise RuntimeError(f"publisher processes failed: {errors}")
+    return sum(int(count) for _, count in outcomes) / seconds
+
+
+# -- baseline side --------------------------------------------------------------------------
+
+
+async def measure_pgbench(
+    pgbench: Path, dsn: str, script: Path, *, warmup: int, seconds: int
+) -> float:
+    """tps of the script; a separate short pgbench run first is the warm-up."""
+    if warmup > 0:
+        await common.run_pgbench(
+            pgbench, dsn, script, clients=CLIENTS, jobs=PGBENCH_JOBS, seconds=warmup
+        )
+    return await common.run_pgbench(
+        pgbench, dsn, script, clients=CLIENTS, jobs=PGBENCH_JOBS, seconds=seconds
+    )
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+async def prepare(dsn: str) -> None:
+    """The baseline's table and pgqueue's topic, once per run."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(CREATE_PLAIN)
+    finally:
+        await conn.close()
+    async with pgqueue.connect(dsn) as q:
+        try:
+            await q.create_topic(TOPIC)
+        except pgqueue.TopicExists:
+            pass
+
+
+@contextmanager
+def _scripts() -> Iterator[dict[str, Path]]:
+    with tempfile.TemporaryDirectory(prefix="pgqueue-bench-") as directory:
+        paths = {
+            "one": Path(directory) / "insert_one.sql",
+            "batch": Path(directory) / "insert_batch.sql",
+        }
+        paths["one"].write_text(SCRIPT_ONE)
+        paths["batch"].write_text(SCRIPT_BATCH)
+        yield paths
+
+
+async def _timed(
+    progress: Progress,
+    phase: TaskID,
+    label: str,
+    total: float,
+    measure: Callable[[], Awaitable[float]],
+) -> float:
+    """Runs one phase while its bar follows the clock (the phases have no progress of their
+    own to report)."""
+    progress.reset(phase, total=total, description=label)
+    began = time.monotonic()
+
+    async def tick() -> None:
+        while True:
+            progress.update(phase, completed=min(total, time.monotonic() - began))
+            await asyncio.sleep(0.5)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await measure()
+    finally:
+        ticker.cancel()
+        progress.update(phase, completed=total)
+
+
+async def run(
+    maintenance_dsn: str,
+    *,
+    seconds: int,
+    repeat: int,
+    warmup: int,
+    keep_db: bool,
+    console: Console,
+) -> dict[str, Any]:
+    """Measures every phase `repeat` times; returns the results (also what goes to JSON)."""
+    pgbench = common.find_pgbench()
+    machine = common.machine_info()
+    console.print(f"creating and migrating database {common.BENCH_DATABASE} …")
+    dsn = await common.create_bench_database(maintenance_dsn)
+    try:
+        settings = await common.server_settings(dsn)
+        problems = common.durability_problems(settings)
+        if problems:
+            raise SystemExit(
+                "refusing to benchmark with lowered durability: " + "; ".join(problems)
+            )
+        await prepare(dsn)
+        repetitions = await _repetitions(
+            pgbench, dsn, seconds=seconds, repeat=repeat, warmup=warmup, console=console
+        )
+    finally:
+        if not keep_db:
+            await common.drop_bench_database(maintenance_dsn)
+
+    return {
+        "benchmark": "r1",
+        "config": {
+            "seconds": seconds,
+            "repeat": repeat,
+            "warmup": warmup,
+            "clients": CLIENTS,
+            "pgbench_jobs": PGBENCH_JOBS,
+            "batch": BATCH,
+        },
+        # Below 3 repetitions the plan does not accept the figures.
+        "reportable": repeat >= 3,
+        "settings": settings,
+        "machine": machine,
+        "pgbench": {"path": str(pgbench), "version": common.tool_version(pgbench)},
+        "baselines": BASELINES,
+        "payload": PAYLOAD_JSON,
+        "payload_bytes": len(PAYLOAD_JSON.encode()),
+        "repetitions": repetitions,
+        "rows": [_summarize_row(row, repetitions) for row in ROWS],
+    }
+
+
+async def _repetitions(
+    pgbench: Path, dsn: str, *, seconds: int, repeat: int, warmup: int, console: Console
+) -> list[dict[str, float]]:
+    phase_time = float(warmup + seconds)
+    repetitions: list[dict[str, float]] = []
+    # Few refreshes: the in-process publishers share the GIL with rich's refresh thread.
+    with (
+        _scripts() as scripts,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            refresh_per_second=2,
+            transient=False,
+        ) as progress,
+    ):
+        overall = progress.add_task("all phases", total=repeat * 5)
+        phase = progress.add_task("", total=phase_time)
+        for rep in range(1, repeat + 1):
+            figures: dict[str, float] = {}
+            steps: list[tuple[str, str, Callable[[], Awaitable[float]]]] = [
+                (
+                    "pgbench-1",
+                    "pgbench one-row INSERT",
+                    lambda: measure_pgbench(
+                        pgbench, dsn, scripts["one"], warmup=warmup, seconds=seconds
+                    ),
+                ),
+                (
+                    "r1a",
+                    "pgqueue publish, 4 tasks",
+                    lambda: measure_tasks(dsn, batch=1, warmup=warmup, seconds=seconds),
+                ),
+                (
+                    "r1a-procs",
+                    "pgqueue publish, 4 processes",
+                    lambda: asyncio.to_thread(
+                        measure_processes, dsn, batch=1, warmup=warmup, seconds=seconds
+                    ),
+                ),
+                (
+                    f"pgbench-{BATCH}",
+                    f"pgbench {BATCH}-row INSERT",
+                    lambda: _rows(
+                        measure_pgbench(
+                            pgbench, dsn, scripts["batch"], warmup=warmup, seconds=seconds
+                        )
+                    ),
+                ),
+                (
+                    "r1b",
+                    f"pgqueue publish_many x{BATCH}, 4 tasks",
+                    lambda: measure_tasks(dsn, batch=BATCH, warmup=warmup, seconds=seconds),
+                ),
+            ]
+            for key, label, measure in steps:
+                figures[key] = await _timed(
+                    progress, phase, f"rep {rep}/{repeat}: {label}", phase_time, measure
+                )
+                progress.advance(overall)
+            repetitions.append(figures)
+    return repetitions
+
+
+async def _rows(tps: Awaitable[float]) -> float:
+    """Rows/s of the batch script: each of its transactions inserts BATCH rows."""
+    return await tps * BATCH
+
+
+def _summarize_row(row: Row, repetitions: list[dict[str, float]]) -> dict[str, Any]:
+    measured = [rep[row.measured] for rep in repetitions]
+    baseline = [rep[row.baseline] for rep in repetitions]
+    # The ratio of each repetition, not the ratio of medians: pairs measured side by side.
+    ratios = [m / b for m, b in zip(measured, baseline, strict=True)]
+    ratio = common.summarize(ratios)
+    return {
+        "id": row.id,
+        "what": row.what,
+        "unit": row.unit,
+        "baseline_name": row.baseline,
+        "pgqueue": common.summarize(measured),
+        "baseline": common.summarize(baseline),
+        "ratio": ratio,
+        "goal": row.goal,
+        "met": ratio.median >= row.goal,
+    }
+
+
+def render(results: dict[str, Any], console: Console) -> None:
+    # No vertical borders: the table fits 80 columns, what a pipe or CI log gets.
+    table = Table(title="R1: publish throughput, median of repetitions", box=box.SIMPLE_HEAD)
+    table.add_column("row")
+    for column in ("pgqueue", "baseline", "ratio", "min–max", "goal", "met"):
+        table.add_column(column, justify="right")
+    for row in results["rows"]:
+        ratio: common.Summary = row["ratio"]
+        table.add_row(
+            row["id"],
+            f"{row['pgqueue'].median:,.0f} {row['unit']}",
+            f"{row['baseline'].median:,.0f} {row['unit']}",
+            f"{ratio.median:.2f}",
+            f"{ratio.min:.2f}–{ratio.max:.2f}",
+            f"≥ {row['goal']}",
+            "[green]yes[/]" if row["met"] else "[red]no[/]",
+        )
+    console.print(table)
+    for row in ROWS:
+        console.print(f"  {row.id}: {row.what}; baseline {BASELINES[row.baseline]}")
+    console.print(f"server: {common.settings_line(results['settings'])}")
+    pgbench = results["pgbench"]
+    config = results["config"]
+    console.print(
+        f"pgbench: {pgbench['version']} ({pgbench['path']}); payload "
+        f"{results['payload_bytes']} bytes; {config['repeat']} repetition(s) of "
+        f"{config['seconds']} s after {config['warmup']} s warm-up; "
+        f"load average at start {results['machine']['loadavg_at_start'][0]:.2f}"
+    )
+    if not results["reportable"]:
+        console.print("[yellow]fewer than 3 repetitions: a smoke run, not a reportable figure[/]")
+
+
+def main(
+    maintenance_dsn: str,
+    *,
+    seconds: int,
+    repeat: int,
+    warmup: int,
+    keep_db: bool,
+    output: Path | None,
+) -> None:
+    console = Console()
+    results = asyncio.run(
+        run(
+            maintenance_dsn,
+            seconds=seconds,
+            repeat=repeat,
+            warmup=warmup,
+            keep_db=keep_db,
+            console=console,
+        )
+    )
+    render(results, console)
+    path = common.write_json(output or common.RESULTS_DIR / "r1.json", results)
+    console.print(f"results: {path}")

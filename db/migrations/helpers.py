@@ -1,0 +1,30 @@
+"""What revisions share: running a frozen SQL script through alembic's connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import op
+
+try:  # SQLAlchemy 2.1
+    from sqlalchemy.util import await_ as _await
+except ImportError:  # SQLAlchemy 2.0
+    from sqlalchemy.util import await_only as _await
+
+VERSIONS = Path(__file__).parent / "versions"
+
+
+def run_script(sql: str) -> None:
+    """Execute a multi-statement script as one simple-protocol query.
+
+    op.execute would prepare it (one statement only) and treat `:name` inside PL/pgSQL as a bind
+    parameter; the driver connection runs the text exactly as psql would.
+    """
+    driver = op.get_bind().connection.driver_connection
+    _await(driver.execute(sql))
+
+
+def run_frozen(revision_dir: str) -> None:
+    """Apply every .sql file frozen beside a revision, in name order."""
+    for path in sorted((VERSIONS / revision_dir).glob("*.sql")):
+        run_script(path.read_text())

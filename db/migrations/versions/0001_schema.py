@@ -1,0 +1,190 @@
+"""Schema pgqueue: topics, pending publishes, the message log, subscribers and deliveries.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-23
+
+Why the tables look like this (see docs/design.md):
+- `pending` takes publishes without an offset, so writers never wait for each other; an
+  assignment round moves committed rows into `message` with dense offsets. `message` is therefore
+  insert-only: no UPDATE or DELETE ever touches the log except retention.
+- No foreign keys on the hot tables: an FK check takes a KEY SHARE row lock on the parent, and
+  thousands of publishers sharing one topic row turn that into MultiXact traffic. The functions
+  keep the references right instead (and delete children themselves).
+- Every table is keyed by topic first, so the schema can be distributed by topic later.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+NAME_CHECK = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+UPGRADE = [
+    "CREATE SCHEMA IF NOT EXISTS pgqueue",
+    f"""
+    CREATE TABLE pgqueue.topic (
+        topic_id            integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name                text NOT NULL UNIQUE CHECK (name ~ '{NAME_CHECK}'),
+        description         text NOT NULL DEFAULT '',
+        created_at          timestamptz NOT NULL DEFAULT now(),
+        retention_max_age   interval CHECK (retention_max_age > interval '0'),
+        retention_max_count bigint CHECK (retention_max_count > 0),
+        max_payload_bytes   integer NOT NULL DEFAULT 1048576 CHECK (max_payload_bytes > 0),
+        dedup_window        interval NOT NULL DEFAULT interval '1 day'
+                            CHECK (dedup_window >= interval '0')
+    )
+    """,
+    "CREATE SEQUENCE pgqueue.message_id_seq AS bigint CACHE 32",
+    """
+    CREATE TABLE pgqueue.pending (
+        topic_id        integer NOT NULL,
+        message_id      bigint NOT NULL DEFAULT nextval('pgqueue.message_id_seq'),
+        xid             xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        payload         jsonb NOT NULL,
+        headers         jsonb NOT NULL DEFAULT '{}',
+        key             text,
+        correlation_id  text,
+        reply_to        text,
+        published_at    timestamptz NOT NULL DEFAULT now(),
+        available_at    timestamptz
+    )
+    """,
+    # The assignment round finds committed rows by the publishing transaction's id.
+    "CREATE INDEX pending_topic_xid ON pgqueue.pending (topic_id, xid)",
+    """
+    CREATE TABLE pgqueue.message (
+        topic_id        integer NOT NULL,
+        "offset"        bigint NOT NULL,
+        message_id      bigint NOT NULL,
+        payload         jsonb NOT NULL,
+        headers         jsonb NOT NULL,
+        key             text,
+        correlation_id  text,
+        reply_to        text,
+        published_at    timestamptz NOT NULL,
+        available_at    timestamptz,
+        -- Set on the last row of each assignment round: the snapshot that round saw.
+        round_snapshot  pg_snapshot,
+        PRIMARY KEY (topic_id, "offset")
+    )
+    """,
+    "CREATE UNIQUE INDEX message_topic_message_id ON pgqueue.message (topic_id, message_id)",
+    """
+    CREATE TABLE pgqueue.idempotency (
+        topic_id        integer NOT NULL,
+        idempotency_key text NOT NULL,
+        message_id      bigint NOT NULL,
+        created_at      timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (topic_id, idempotency_key)
+    )
+    """,
+    f"""
+    CREATE TABLE pgqueue.subscriber (
+        topic_id        integer NOT NULL,
+        subscriber_id   bigint GENERATED ALWAYS AS IDENTITY,
+        name            text NOT NULL CHECK (name ~ '{NAME_CHECK}'),
+        -- Every offset <= cursor has been handed out, skipped by the filter or scheduled.
+        cursor          bigint NOT NULL CHECK (cursor >= 0),
+        filter          jsonb,
+        max_attempts    integer NOT NULL DEFAULT 5 CHECK (max_attempts BETWEEN 1 AND 1000),
+        backoff_base    interval NOT NULL DEFAULT interval '1 second'
+                        CHECK (backoff_base >= interval '0'),
+        backoff_max     interval NOT NULL DEFAULT interval '5 minutes'
+                        CONSTRAINT backoff_max_not_below_backoff
+                        CHECK (backoff_max >= backoff_base),
+        ephemeral       boolean NOT NULL DEFAULT false,
+        created_at      timestamptz NOT NULL DEFAULT now(),
+        -- Bumped by every reset, with the position it set: claims carry it, so a consumer can
+        -- tell messages claimed before a reset (stale) from those claimed after.
+        epoch           bigint NOT NULL DEFAULT 0,
+        reset_position  bigint,
+        PRIMARY KEY (topic_id, subscriber_id),
+        UNIQUE (topic_id, name)
+    )
+    """,
+    "CREATE UNIQUE INDEX subscriber_id_key ON pgqueue.subscriber (subscriber_id)",
+    """
+    CREATE TABLE pgqueue.delivery (
+        topic_id        integer NOT NULL,
+        subscriber_id   bigint NOT NULL,
+        "offset"        bigint NOT NULL,
+        state           text NOT NULL CHECK (state IN ('leased', 'retry')),
+        attempt         integer NOT NULL CHECK (attempt >= 0),
+        lease_token     bigint,
+        -- Lease end for 'leased', next attempt for 'retry': either way claimable once passed.
+        due_at          timestamptz NOT NULL,
+        last_error      text,
+        PRIMARY KEY (topic_id, subscriber_id, "offset")
+    )
+    """,
+    "CREATE INDEX delivery_due ON pgqueue.delivery (topic_id, subscriber_id, due_at)",
+    "CREATE SEQUENCE pgqueue.lease_token_seq AS bigint CACHE 32",
+    # Row types the functions return; kept here because re-creating a type drops its users.
+    """
+    CREATE TYPE pgqueue.subscriber_info AS (
+        topic text,
+        subscriber text,
+        subscriber_id bigint,
+        "position" bigint,
+        filter jsonb,
+        max_attempts integer,
+        backoff_base interval,
+        backoff_max interval,
+        ephemeral boolean,
+        created_at timestamptz,
+        epoch bigint
+    )
+    """,
+    """
+    CREATE TYPE pgqueue.claimed_message AS (
+        topic text,
+        "offset" bigint,
+        attempt integer,
+        lease_token bigint,
+        payload jsonb,
+        headers jsonb,
+        key text,
+        correlation_id text,
+        reply_to text,
+        published_at timestamptz,
+        message_id bigint,
+        epoch bigint,
+        reset_position bigint
+    )
+    """,
+    """
+    CREATE TYPE pgqueue.reset_result AS (
+        topic text,
+        subscriber text,
+        old_position bigint,
+        new_position bigint,
+        applied boolean
+    )
+    """,
+    """
+    CREATE TABLE pgqueue.dead_letter (
+        topic_id        integer NOT NULL,
+        subscriber_id   bigint NOT NULL,
+        "offset"        bigint NOT NULL,
+        attempts        integer NOT NULL,
+        last_error      text,
+        dead_at         timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (topic_id, subscriber_id, "offset")
+    )
+    """,
+]
+
+
+def upgrade() -> None:
+    for statement in UPGRADE:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    op.execute("DROP SCHEMA pgqueue CASCADE")

@@ -1,0 +1,66 @@
+"""pgqueue: a durable topic queue that lives entirely in PostgreSQL."""
+
+from __future__ import annotations
+
+from pgqueue.client import Queue, connect
+from pgqueue.errors import (
+    DatabaseUnavailable,
+    InvalidArgument,
+    InvalidFilter,
+    InvalidName,
+    InvalidPayload,
+    InvalidPosition,
+    LeaseLost,
+    PayloadTooLarge,
+    PgQueueError,
+    SubscriberExists,
+    SubscriberNotFound,
+    TopicExists,
+    TopicNotFound,
+    TransactionRequired,
+)
+from pgqueue.models import (
+    DeadLetter,
+    Message,
+    ResetResult,
+    StoredMessage,
+    Subscriber,
+    SubscriberStats,
+    Topic,
+    TopicStats,
+)
+from pgqueue.publish import publish, publish_many
+from pgqueue.repl import QPublisher, QSubscriber
+from pgqueue.settings import Settings
+
+__all__ = [
+    "DatabaseUnavailable",
+    "DeadLetter",
+    "InvalidArgument",
+    "InvalidFilter",
+    "InvalidName",
+    "InvalidPayload",
+    "InvalidPosition",
+    "LeaseLost",
+    "Message",
+    "PayloadTooLarge",
+    "PgQueueError",
+    "QPublisher",
+    "QSubscriber",
+    "Queue",
+    "ResetResult",
+    "Settings",
+    "StoredMessage",
+    "Subscriber",
+    "SubscriberExists",
+    "SubscriberNotFound",
+    "SubscriberStats",
+    "Topic",
+    "TopicExists",
+    "TopicNotFound",
+    "TopicStats",
+    "TransactionRequired",
+    "connect",
+    "publish",
+    "publish_many",
+]

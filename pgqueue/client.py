@@ -1,0 +1,589 @@
+"""Queue: a pool plus one listener connection, with a method per stored function."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+
+from pgqueue import consumer
+from pgqueue.batcher import Batcher
+from pgqueue.codec import encode
+from pgqueue.errors import (
+    DatabaseUnavailable,
+    InvalidArgument,
+    InvalidFilter,
+    LeaseLost,
+    translated,
+)
+from pgqueue.listener import Listener, ResetHandler
+from pgqueue.models import (
+    DeadLetter,
+    Message,
+    ResetResult,
+    StoredMessage,
+    Subscriber,
+    SubscriberStats,
+    Topic,
+    TopicStats,
+)
+from pgqueue.publish import batch_args, message_args, seconds
+from pgqueue.queries import QUERIES
+from pgqueue.settings import Settings
+from pgqueue.targets import parse_target
+
+Acked = Message | int
+
+
+class Queue:
+    """The library's entry point. Open it with `pgqueue.connect(dsn)`."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        listener: Listener,
+        settings: Settings,
+        *,
+        owns_pool: bool,
+    ) -> None:
+        self.pool = pool
+        self.listener = listener
+        self.settings = settings
+        self._owns_pool = owns_pool
+        self._reset_epochs: dict[tuple[str, str], int] = {}
+        listener.on_reset(self._note_reset)
+        self._batcher = Batcher(self._send_batch)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str | None = None,
+        *,
+        settings: Settings | None = None,
+        pool: asyncpg.Pool | None = None,
+    ) -> Queue:
+        settings = settings or Settings()
+        dsn = dsn or settings.dsn()
+        if dsn is None:
+            # Also with a pool of the caller's: LISTEN needs a connection of its own.
+            raise InvalidArgument("no database: pass a DSN or set PGQUEUE_DATABASE_URL")
+        owns_pool = pool is None
+        with translated():
+            if pool is None:
+                pool = await asyncpg.create_pool(
+                    dsn,
+                    min_size=settings.pool_min_size,
+                    max_size=settings.pool_max_size,
+                    reset=_keep_session,
+                )
+            listener = Listener(
+                lambda: asyncpg.connect(dsn), reconnect_delay=settings.listener_reconnect_delay
+            )
+            try:
+                await listener.start()
+            except BaseException:
+                if owns_pool:
+                    await pool.close()
+                raise
+        return cls(pool, listener, settings, owns_pool=owns_pool)
+
+    async def close(self) -> None:
+        await self.listener.close()
+        if self._owns_pool:
+            await self.pool.close()
+
+    # -- topics ---------------------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        retention_max_age: timedelta | None = None,
+        retention_max_count: int | None = None,
+        max_payload_bytes: int | None = None,
+        dedup_window: timedelta | None = None,
+    ) -> Topic:
+        row = await self._fetchrow(
+            "create_topic",
+            name,
+            description,
+            retention_max_age,
+            retention_max_count,
+            max_payload_bytes or self.settings.max_payload_bytes,
+            dedup_window or timedelta(days=1),
+        )
+        return Topic.from_row(row)
+
+    async def alter_topic(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        retention_max_age: timedelta | None = None,
+        retention_max_count: int | None = None,
+        max_payload_bytes: int | None = None,
+        dedup_window: timedelta | None = None,
+        clear_retention: bool = False,
+    ) -> Topic:
+        row = await self._fetchrow(
+            "alter_topic",
+            name,
+            description,
+            retention_max_age,
+            retention_max_count,
+            max_payload_bytes,
+            dedup_window,
+            clear_retention,
+        )
+        return Topic.from_row(row)
+
+    async def delete_topic(self, name: str) -> None:
+        await self._fetchval("delete_topic", name)
+
+    async def list_topics(self, name: str | None = None) -> list[Topic]:
+        return [Topic.from_row(r) for r in await self._fetch("list_topics", name)]
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> int:
+        """Publishes and commits one message; returns its offset once it is durable."""
+        args = message_args(
+            topic,
+            payload,
+            headers=headers,
+            key=key,
+            idempotency_key=idempotency_key,
+            delay=delay,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            limit=self.settings.max_payload_bytes,
+        )
+        if self.settings.publish_batching:
+            return await self._batcher.publish(args)
+        offset: int = await self._fetchval("publish_and_commit", *args)
+        return offset
+
+    async def publish_many(self, topic: str, messages: Sequence[Any]) -> list[int]:
+        """Publishes and commits a batch (payloads, or mappings with "payload" and options)."""
+        args = batch_args(topic, messages, limit=self.settings.max_payload_bytes)
+        offsets: list[int] = await self._fetchval("publish_batch_and_commit", *args)
+        return offsets
+
+    async def _send_batch(self, topic: str, rows: list[tuple[Any, ...]]) -> list[int]:
+        if len(rows) == 1:
+            return [await self._fetchval("publish_and_commit", *rows[0])]
+        columns = [list(column) for column in zip(*(row[1:] for row in rows), strict=True)]
+        args = [c if any(v is not None for v in c) else None for c in columns]
+        args[0] = columns[0]  # payloads are never omitted
+        offsets: list[int] = await self._fetchval("publish_batch_and_commit", topic, *args)
+        return offsets
+
+    async def message_offsets(self, topic: str, message_ids: Sequence[int]) -> list[int | None]:
+        """Offsets of messages published inside transactions (None until assigned)."""
+        offsets: list[int | None] = await self._fetchval(
+            "message_offsets", topic, list(message_ids)
+        )
+        return offsets
+
+    async def assign(self, topic: str) -> int:
+        """Gives committed in-transaction publishes their offsets now; returns how many."""
+        count: int = await self._fetchval("assign", topic)
+        return count
+
+    # -- subscribers ----------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic: str,
+        name: str,
+        *,
+        start: int | str | datetime = "latest",
+        filter: Mapping[str, Any] | None = None,
+        max_attempts: int = 5,
+        backoff: timedelta | float = 1.0,
+        max_backoff: timedelta | float = 300.0,
+        ephemeral: bool = False,
+    ) -> Subscriber:
+        """Creates a subscriber that starts at `start` (earliest, latest, offset or time)."""
+        target = parse_target(start)
+        if target.shift is not None or target.ago is not None:
+            raise InvalidArgument("a subscriber starts at earliest, latest, an offset or a time")
+        row = await self._fetchrow(
+            "create_subscriber",
+            topic,
+            name,
+            target.edge,
+            target.offset,
+            target.time,
+            _filter_json(filter),
+            max_attempts,
+            seconds(backoff),
+            seconds(max_backoff),
+            ephemeral,
+        )
+        return Subscriber.from_row(row)
+
+    async def alter_subscriber(
+        self,
+        topic: str,
+        name: str,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        clear_filter: bool = False,
+        max_attempts: int | None = None,
+        backoff: timedelta | float | None = None,
+        max_backoff: timedelta | float | None = None,
+    ) -> Subscriber:
+        row = await self._fetchrow(
+            "alter_subscriber",
+            topic,
+            name,
+            _filter_json(filter),
+            max_attempts,
+            seconds(backoff),
+            seconds(max_backoff),
+            clear_filter,
+        )
+        return Subscriber.from_row(row)
+
+    async def unsubscribe(self, topic: str, name: str) -> None:
+        await self._fetchval("delete_subscriber", topic, name)
+
+    async def list_subscribers(self, topic: str | None = None) -> list[Subscriber]:
+        return [Subscriber.from_row(r) for r in await self._fetch("list_subscribers", topic)]
+
+    async def subscriber_by_id(self, subscriber_id: int) -> Subscriber:
+        return Subscriber.from_row(await self._fetchrow("subscriber_by_id", subscriber_id))
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        topic: str,
+        subscriber: str,
+        max_messages: int = 1,
+        *,
+        lease: timedelta | float | None = None,
+        ack: Sequence[Message] = (),
+    ) -> list[Message]:
+        """Claims up to max_messages for a lease, in offset order.
+
+        `ack` acks earlier messages in the same transaction (one commit for both).
+        """
+        rows = await self._fetch(
+            "claim",
+            topic,
+            subscriber,
+            max_messages,
+            seconds(lease if lease is not None else self.settings.default_lease),
+            [m.offset for m in ack] if ack else None,
+            [m.lease_token for m in ack] if ack else None,
+        )
+        return [Message.from_row(subscriber, r, self) for r in rows]
+
+    async def ack(
+        self,
+        topic: str,
+        subscriber: str,
+        messages: Sequence[Acked],
+        lease_tokens: Sequence[int] | None = None,
+        *,
+        strict: bool = False,
+    ) -> list[int]:
+        """Acks messages (or offsets with lease_tokens); returns the offsets acked.
+
+        With strict=True, raises LeaseLost when any of them was no longer this consumer's.
+        """
+        offsets, tokens = _offsets_and_tokens(messages, lease_tokens)
+        if not offsets:
+            return []
+        done: list[int] = await self._fetchval("ack", topic, subscriber, offsets, tokens)
+        if strict and len(done) < len(set(offsets)):
+            lost = sorted(set(offsets) - set(done))
+            raise LeaseLost(f"{topic}/{subscriber}: offsets {lost} are no longer leased to you")
+        return done
+
+    async def nack(
+        self,
+        message: Message,
+        *,
+        delay: timedelta | float | None = None,
+        error: str | None = None,
+    ) -> str:
+        """Returns the message for a retry; "retry", or "dead" after its last attempt."""
+        return await self.nack_offset(
+            message.topic,
+            message.subscriber,
+            message.offset,
+            message.lease_token,
+            delay=delay,
+            error=error,
+        )
+
+    async def nack_offset(
+        self,
+        topic: str,
+        subscriber: str,
+        offset: int,
+        lease_token: int,
+        *,
+        delay: timedelta | float | None = None,
+        error: str | None = None,
+    ) -> str:
+        """nack() by offset and lease token (for consumers that keep no Message objects)."""
+        state: str = await self._fetchval(
+            "nack", topic, subscriber, offset, lease_token, seconds(delay), error
+        )
+        if state == "lost":
+            raise LeaseLost(f"{topic}/{subscriber}: offset {offset} is no longer leased to you")
+        return state
+
+    async def extend_lease(
+        self,
+        topic: str,
+        subscriber: str,
+        messages: Sequence[Acked],
+        lease: timedelta | float,
+        lease_tokens: Sequence[int] | None = None,
+    ) -> list[int]:
+        offsets, tokens = _offsets_and_tokens(messages, lease_tokens)
+        if not offsets:
+            return []
+        done: list[int] = await self._fetchval(
+            "extend_lease", topic, subscriber, offsets, tokens, seconds(lease)
+        )
+        return done
+
+    async def release(
+        self,
+        topic: str,
+        subscriber: str,
+        messages: Sequence[Acked],
+        lease_tokens: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Gives leases back at once (a consumer going away); they are claimable now."""
+        offsets, tokens = _offsets_and_tokens(messages, lease_tokens)
+        if not offsets:
+            return []
+        done: list[int] = await self._fetchval("release", topic, subscriber, offsets, tokens)
+        return done
+
+    def consume(
+        self,
+        topic: str,
+        subscriber: str,
+        *,
+        batch: int = 100,
+        lease: timedelta | float | None = None,
+        poll_interval: float | None = None,
+    ) -> AsyncIterator[Message]:
+        """Claimed messages, forever: woken by NOTIFY, polling every poll_interval."""
+        return consumer.consume(
+            self,
+            topic,
+            subscriber,
+            batch=batch,
+            lease=lease,
+            poll_interval=poll_interval or self.settings.poll_interval,
+        )
+
+    async def work(
+        self,
+        topic: str,
+        subscriber: str,
+        handler: Callable[[Message], Awaitable[Any]],
+        *,
+        concurrency: int = 1,
+        batch: int = 10,
+        lease: timedelta | float | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Runs handler on each message: ack on return, nack with backoff on an exception."""
+        await consumer.work(
+            self,
+            topic,
+            subscriber,
+            handler,
+            concurrency=concurrency,
+            batch=batch,
+            lease=lease,
+            stop=stop,
+        )
+
+    # -- reset, dead letters, stats, browsing ---------------------------------------------
+
+    async def reset(
+        self,
+        topic: str,
+        *,
+        to: Any,
+        subscriber: str | None = None,
+        dry_run: bool = False,
+        if_epoch: int | None = None,
+        quiet: bool = False,
+    ) -> list[ResetResult]:
+        """Moves one subscriber (or all of the topic's) to `to`; see pgqueue.targets.
+
+        With if_epoch (a Subscriber.epoch read earlier), nothing happens if the subscriber
+        was reset since: results then say applied=False. quiet is for a consumer moving its
+        own position: no new epoch and no notification.
+        """
+        target = parse_target(to)
+        rows = await self._fetch(
+            "reset", topic, subscriber, *target.args(), dry_run, if_epoch, quiet
+        )
+        return [ResetResult.from_row(r) for r in rows]
+
+    async def dead_letters(
+        self, topic: str, subscriber: str, *, after: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        rows = await self._fetch("list_dead_letters", topic, subscriber, after, limit)
+        return [DeadLetter.from_row(r) for r in rows]
+
+    async def replay_dead_letters(
+        self, topic: str, subscriber: str, *, first: int | None = None, last: int | None = None
+    ) -> int:
+        """Delivers dead letters again (one, a range, or all); returns how many."""
+        count: int = await self._fetchval("replay_dead_letters", topic, subscriber, first, last)
+        return count
+
+    async def purge_dead_letters(
+        self, topic: str, subscriber: str, *, first: int | None = None, last: int | None = None
+    ) -> int:
+        count: int = await self._fetchval("purge_dead_letters", topic, subscriber, first, last)
+        return count
+
+    async def topic_stats(self, topic: str | None = None) -> list[TopicStats]:
+        return [TopicStats.from_row(r) for r in await self._fetch("topic_stats", topic)]
+
+    async def subscriber_stats(
+        self, topic: str | None = None, subscriber: str | None = None
+    ) -> list[SubscriberStats]:
+        rows = await self._fetch("subscriber_stats", topic, subscriber)
+        return [SubscriberStats.from_row(r) for r in rows]
+
+    async def read(
+        self, topic: str, *, from_offset: int = 1, limit: int = 100
+    ) -> list[StoredMessage]:
+        rows = await self._fetch("read_messages", topic, from_offset, limit)
+        return [StoredMessage.from_row(topic, r) for r in rows]
+
+    async def idle_wait(self, topic: str, subscriber: str, poll_interval: float) -> float:
+        """How long an idle consumer may sleep: until the next retry, delayed message or lease
+        expiry of the subscriber falls due, and never longer than poll_interval."""
+        due: float | None = await self._fetchval("seconds_until_due", topic, subscriber)
+        return poll_interval if due is None else min(poll_interval, due + 0.005)
+
+    async def ping(self, within: float = 2.0) -> None:
+        """Raises DatabaseUnavailable unless the database answers within that many seconds."""
+        try:
+            await asyncio.wait_for(self._fetchval("ping"), within)
+        except TimeoutError as error:
+            raise DatabaseUnavailable(f"no answer within {within} s") from error
+
+    def on_reset(self, handler: ResetHandler) -> Callable[[], None]:
+        """Calls handler(event) on every reset (event: topic, subscriber, position)."""
+        return self.listener.on_reset(handler)
+
+    def reset_epoch(self, topic: str, subscriber: str) -> int:
+        """The newest reset epoch heard of for a subscriber. Messages claimed with an older
+        epoch were claimed before that reset, which cleared their leases."""
+        return self._reset_epochs.get((topic, subscriber), 0)
+
+    def _note_reset(self, event: dict[str, Any]) -> None:
+        key = (str(event.get("topic")), str(event.get("subscriber")))
+        epoch = event.get("epoch")
+        if isinstance(epoch, int) and epoch > self._reset_epochs.get(key, 0):
+            self._reset_epochs[key] = epoch
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        with translated():
+            rows: list[asyncpg.Record] = await self.pool.fetch(QUERIES[query], *args)
+        return rows
+
+    async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record:
+        with translated():
+            row: asyncpg.Record = await self.pool.fetchrow(QUERIES[query], *args)
+        return row
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        with translated():
+            return await self.pool.fetchval(QUERIES[query], *args)
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Pool reset hook for our own pool: nothing to undo, so no round trip on release.
+
+    The library never LISTENs, takes session locks or sets session settings on pool
+    connections (only SET LOCAL), so asyncpg's default reset query is pure overhead.
+    """
+
+
+def _filter_json(filter: Mapping[str, Any] | None) -> str | None:
+    if filter is None:
+        return None
+    if not isinstance(filter, Mapping):
+        raise InvalidFilter("a filter is an object with payload, headers and/or match")
+    return encode(dict(filter), what="filter") if filter else None
+
+
+def _offsets_and_tokens(
+    messages: Sequence[Acked], lease_tokens: Sequence[int] | None
+) -> tuple[list[int], list[int]]:
+    if lease_tokens is not None:
+        offsets = [m.offset if isinstance(m, Message) else m for m in messages]
+        return offsets, list(lease_tokens)
+    if not all(isinstance(m, Message) for m in messages):
+        raise InvalidArgument("pass Message objects, or offsets together with lease_tokens")
+    return [m.offset for m in messages], [m.lease_token for m in messages]  # type: ignore[union-attr]
+
+
+class connect:
+    """Opens a Queue; use as `async with connect(dsn) as q` or `q = await connect(dsn)`."""
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        settings: Settings | None = None,
+        pool: asyncpg.Pool | None = None,
+    ) -> None:
+        self._args = (dsn, settings, pool)
+        self._queue: Queue | None = None
+
+    def __await__(self) -> Generator[Any, None, Queue]:
+        dsn, settings, pool = self._args
+        return Queue.open(dsn, settings=settings, pool=pool).__await__()
+
+    async def __aenter__(self) -> Queue:
+        self._queue = await self
+        return self._queue
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._queue is not None:
+            await self._queue.close()

@@ -1,0 +1,52 @@
+"""JSON at the library's edge: checked before it reaches the database.
+
+PostgreSQL's jsonb has no NaN or Infinity and no \\u0000, and the topic has a size limit; a
+payload that breaks one of these is refused here with InvalidPayload or PayloadTooLarge rather
+than as a driver error halfway through a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pgqueue.errors import InvalidPayload, PayloadTooLarge
+
+# \u0000 as a JSON escape: preceded by an even number of backslashes (so not "\\u0000" text).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# One encoder for every call: json.dumps with non-default options builds a new one each time.
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode(value: Any, *, limit: int | None = None, what: str = "payload") -> str:
+    """JSON text for a payload; raises InvalidPayload or PayloadTooLarge."""
+    try:
+        text = _ENCODER.encode(value)
+    except ValueError as error:
+        raise InvalidPayload(f"{what} is not valid JSON: {error}") from error
+    except TypeError as error:
+        raise InvalidPayload(f"{what} is not JSON-serialisable: {error}") from error
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise InvalidPayload(f"{what} contains \\u0000, which PostgreSQL cannot store")
+    if limit is not None:
+        size = len(text.encode("utf-8"))
+        if size > limit:
+            raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {limit}")
+    return text
+
+
+def encode_headers(headers: Mapping[str, str] | None) -> str:
+    """JSON text for headers: an object whose values are strings."""
+    if not headers:
+        return "{}"
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise InvalidPayload("headers must be an object of string keys and string values")
+    return encode(dict(headers), what="headers")
+
+
+def decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,112 @@
+"""The consume loop and the worker helper built on Queue.claim."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pgqueue.errors import DatabaseUnavailable, LeaseLost
+
+if TYPE_CHECKING:
+    from pgqueue.client import Queue
+    from pgqueue.models import Message
+
+log = logging.getLogger(__name__)
+
+
+async def consume(
+    queue: Queue,
+    topic: str,
+    subscriber: str,
+    *,
+    batch: int,
+    lease: timedelta | float | None,
+    poll_interval: float,
+) -> AsyncIterator[Message]:
+    """Claims batches and yields their messages in offset order, forever.
+
+    Between empty claims it waits for a NOTIFY on the topic or poll_interval, whichever comes
+    first. When the subscriber is reset, messages claimed before the reset (an older epoch) and
+    not yet yielded are dropped, since the reset cleared their leases, and claiming resumes
+    from the new position.
+    """
+    with queue.listener.waiter(topic) as wake:
+        while True:
+            wake.clear()  # before the claim: a NOTIFY arriving during it is not lost
+            try:
+                messages = await queue.claim(topic, subscriber, batch, lease=lease)
+                if not messages:
+                    await _wait(wake, await queue.idle_wait(topic, subscriber, poll_interval))
+                    continue
+            except DatabaseUnavailable as error:
+                log.warning("database unavailable; retrying", extra={"error": str(error)})
+                await _wait(wake, min(poll_interval, 0.5))
+                continue
+            for message in messages:
+                if message.epoch < queue.reset_epoch(topic, subscriber):
+                    break  # claimed before a reset, which cleared its lease
+                yield message
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+async def work(
+    queue: Queue,
+    topic: str,
+    subscriber: str,
+    handler: Callable[[Message], Awaitable[Any]],
+    *,
+    concurrency: int,
+    batch: int,
+    lease: timedelta | float | None,
+    stop: asyncio.Event | None,
+) -> None:
+    """Runs `concurrency` competing consumers until `stop` is set (or forever)."""
+
+    async def one_consumer() -> None:
+        async for message in queue.consume(topic, subscriber, batch=batch, lease=lease):
+            await _handle(message, handler)
+            if stop is not None and stop.is_set():
+                return
+
+    tasks = [asyncio.create_task(one_consumer()) for _ in range(concurrency)]
+    try:
+        if stop is None:
+            await asyncio.gather(*tasks)
+        else:
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _handle(message: Message, handler: Callable[[Message], Awaitable[Any]]) -> None:
+    try:
+        await handler(message)
+    except Exception as error:
+        log.info(
+            "handler failed; nacking",
+            extra={"topic": message.topic, "offset": message.offset, "attempt": message.attempt},
+        )
+        try:
+            await message.nack(error=f"{type(error).__name__}: {error}"[:2000])
+        except LeaseLost:
+            log.warning("lease lost before nack", extra={"offset": message.offset})
+        return
+    try:
+        await message.ack()
+    except LeaseLost:
+        log.warning("lease lost before ack", extra={"offset": message.offset})

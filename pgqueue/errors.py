@@ -1,0 +1,121 @@
+"""One root exception; database errors are translated once, here, by SQLSTATE."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import asyncpg
+
+
+class PgQueueError(Exception):
+    """Root of every error pgqueue raises."""
+
+    code = "pgqueue_error"
+
+
+class TopicNotFound(PgQueueError):
+    code = "topic_not_found"
+
+
+class TopicExists(PgQueueError):
+    code = "topic_exists"
+
+
+class SubscriberNotFound(PgQueueError):
+    code = "subscriber_not_found"
+
+
+class SubscriberExists(PgQueueError):
+    code = "subscriber_exists"
+
+
+class InvalidName(PgQueueError):
+    code = "invalid_name"
+
+
+class InvalidArgument(PgQueueError):
+    code = "invalid_argument"
+
+
+class PayloadTooLarge(PgQueueError):
+    code = "payload_too_large"
+
+
+class InvalidPayload(PgQueueError):
+    code = "invalid_payload"
+
+
+class InvalidFilter(PgQueueError):
+    code = "invalid_filter"
+
+
+class InvalidPosition(PgQueueError):
+    code = "invalid_position"
+
+
+class TransactionRequired(PgQueueError):
+    """The call commits for you, so it cannot run inside your transaction (or vice versa)."""
+
+    code = "transaction_conflict"
+
+
+class LeaseLost(PgQueueError):
+    """An ack, nack or extension for a lease that expired and went to another consumer."""
+
+    code = "lease_lost"
+
+
+class DatabaseUnavailable(PgQueueError):
+    code = "database_unavailable"
+
+
+_BY_SQLSTATE: dict[str, type[PgQueueError]] = {
+    "PQ001": TopicNotFound,
+    "PQ002": TopicExists,
+    "PQ003": SubscriberNotFound,
+    "PQ004": SubscriberExists,
+    "PQ005": InvalidName,
+    "PQ006": InvalidArgument,
+    "PQ007": PayloadTooLarge,
+    "PQ008": InvalidPayload,
+    "PQ009": InvalidFilter,
+    "PQ010": InvalidPosition,
+    "PQ011": TransactionRequired,
+    "2D000": TransactionRequired,  # COMMIT inside a transaction block
+    "22P02": InvalidPayload,  # invalid JSON text
+    "22P05": InvalidPayload,  # \u0000 in jsonb
+    "22003": InvalidArgument,  # numeric or interval out of range
+    "22007": InvalidArgument,  # bad datetime
+    "22008": InvalidArgument,  # datetime out of range
+    "22023": InvalidArgument,  # invalid parameter value
+}
+
+
+def translate(error: asyncpg.PostgresError) -> PgQueueError:
+    """The PgQueueError for a database error (the original is kept as __cause__)."""
+    sqlstate = getattr(error, "sqlstate", "") or ""
+    kind = _BY_SQLSTATE.get(sqlstate)
+    if kind is None and sqlstate[:2] in ("08", "57"):
+        kind = DatabaseUnavailable  # connection lost, shutdown, crash, recovery in progress
+    if kind is None and isinstance(error, asyncpg.DataError):
+        kind = InvalidArgument  # class 22, or refused by the driver before sending
+    if kind is None:
+        return PgQueueError(str(error))
+    return kind(str(error))
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise database and connection errors as PgQueueError subclasses."""
+    try:
+        yield
+    except asyncpg.PostgresError as error:
+        raise translate(error) from error
+    except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as error:
+        # The connection is gone (the server restarted, crashed, or the network dropped).
+        raise DatabaseUnavailable(str(error) or type(error).__name__) from error
+    except asyncpg.InterfaceError as error:
+        if "closed" not in str(error):  # misuse of the driver is a bug, not an outage
+            raise
+        raise DatabaseUnavailable(str(error)) from error

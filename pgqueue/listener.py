@@ -1,0 +1,144 @@
+"""The one LISTEN connection a Queue keeps: wake-up hints per topic and reset events.
+
+asyncpg pools run UNLISTEN * when a connection is released, so LISTEN lives on a connection of
+its own. When it drops, the listener reconnects with backoff, LISTENs again and wakes every
+waiter, since hints sent while it was away are lost (consumers then claim and find out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MESSAGES_CHANNEL = "pgqueue"
+RESETS_CHANNEL = "pgqueue_reset"
+
+ResetHandler = Callable[[dict[str, Any]], None]
+
+
+class Listener:
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        *,
+        reconnect_delay: float = 0.5,
+        max_reconnect_delay: float = 5.0,
+    ) -> None:
+        self._connect = connect
+        self._reconnect_delay = reconnect_delay
+        self._max_reconnect_delay = max_reconnect_delay
+        self._conn: asyncpg.Connection | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._reset_handlers: list[ResetHandler] = []
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+        self.reconnects = 0
+        self.notifications = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def start(self) -> None:
+        await self._open()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+        self._wake_all()
+
+    @contextlib.contextmanager
+    def waiter(self, topic: str) -> Iterator[asyncio.Event]:
+        """An event set whenever `topic` may have new work (or the listener reconnected)."""
+        event = asyncio.Event()
+        self._waiters[topic].add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters.get(topic)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[topic]
+
+    def on_reset(self, handler: ResetHandler) -> Callable[[], None]:
+        """Calls handler(event) for every reset; returns a function that unregisters it."""
+        self._reset_handlers.append(handler)
+        return lambda: self._reset_handlers.remove(handler)
+
+    async def _open(self) -> None:
+        conn = await self._connect()
+        try:
+            await conn.add_listener(MESSAGES_CHANNEL, self._on_notify)
+            await conn.add_listener(RESETS_CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+        self._wake_all()
+
+    def _on_terminated(self, conn: asyncpg.Connection) -> None:
+        if self._closed or conn is not self._conn:
+            return
+        log.warning("pgqueue listener connection lost; reconnecting")
+        self._conn = None
+        self._wake_all()
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = self._reconnect_delay
+        while not self._closed:
+            try:
+                await self._open()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.info("pgqueue listener reconnect failed: %s", error, extra={"delay": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_reconnect_delay)
+            else:
+                self.reconnects += 1
+                log.info("pgqueue listener reconnected")
+                return
+
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        self.notifications += 1
+        if channel == MESSAGES_CHANNEL:
+            self._wake(payload)
+            return
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring malformed reset notification", extra={"payload": payload})
+            return
+        for handler in list(self._reset_handlers):
+            try:
+                handler(event)
+            except Exception:
+                log.exception("reset handler failed")
+        self._wake(event.get("topic", ""))
+
+    def _wake(self, topic: str) -> None:
+        for event in self._waiters.get(topic, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()

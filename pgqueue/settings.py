@@ -1,0 +1,61 @@
+"""Settings: one pydantic-settings class, environment prefix PGQUEUE_, .env supported."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob pgqueue reads. See docs/configuration.md for each one."""
+
+    model_config = SettingsConfigDict(env_prefix="PGQUEUE_", env_file=".env", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL DSN (postgresql://...). Unset: embedded server."
+    )
+    max_payload_bytes: int = Field(default=1_048_576, gt=0, description="Largest JSON payload.")
+    poll_interval: float = Field(
+        default=2.0, gt=0, description="Seconds a consumer waits without a NOTIFY before polling."
+    )
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    default_lease: float = Field(default=30.0, gt=0, description="Seconds a claim is leased.")
+    listener_reconnect_delay: float = Field(default=0.5, gt=0)
+    publish_batching: bool = Field(
+        default=True,
+        description="Concurrent Queue.publish calls to one topic share a round trip.",
+    )
+
+    # -- services ------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address the servers bind to.")
+    port: int = Field(default=8888, ge=1, le=65535, description="Port of `pgqueue serve`.")
+    api_tokens: dict[str, list[Literal["publish", "subscribe", "admin"]]] = Field(
+        default_factory=dict,
+        repr=False,
+        description='Bearer tokens and their scopes, as JSON: {"token": ["publish"]}. '
+        "Empty: no authentication.",
+    )
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="Largest HTTP request body."
+    )
+    ws_max_frame_bytes: int = Field(
+        default=2 * 1024 * 1024, gt=0, description="Largest WebSocket frame a client may send."
+    )
+    ws_max_prefetch: int = Field(
+        default=1000, ge=1, description="Most unacked messages one WebSocket may hold."
+    )
+    ws_send_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a WebSocket client may take to accept a frame before it is "
+        "closed and its messages go back to the group.",
+    )
+    embedded_pgdata: str = Field(
+        default=".pgqueue/pgdata", description="Data directory of the embedded PostgreSQL."
+    )
+
+    def dsn(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None

@@ -1,0 +1,1 @@
+"""What the HTTP services share: the Queue in the app's lifespan, errors, auth, limits."""

@@ -1,0 +1,234 @@
+"""The v2 REST API: topics, publishing, browsing, subscribers, reset, dead letters, stats."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from pgqueue.errors import SubscriberNotFound, TopicNotFound
+from pgqueue.web.auth import READ, require
+from pgqueue.web.state import QueueDep
+from service_publish.schemas import (
+    BatchIn,
+    BatchPublishedOut,
+    CountOut,
+    DeadLetterOut,
+    MessageIn,
+    MessagesOut,
+    PublishedOut,
+    ReplayIn,
+    ResetIn,
+    ResetOut,
+    ResetRowOut,
+    StatsOut,
+    StoredMessageOut,
+    SubscriberIn,
+    SubscriberOut,
+    SubscriberPatch,
+    TopicIn,
+    TopicOut,
+    TopicPatch,
+)
+
+router = APIRouter()
+Read = [Depends(require(READ))]
+Admin = [Depends(require("admin"))]
+Publish = [Depends(require("publish"))]
+NO_CONTENT = Response(status_code=204)
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return timedelta(seconds=value) if value is not None else None
+
+
+@router.get("/topics", tags=["topics"], dependencies=Read)
+async def list_topics(queue: QueueDep) -> list[TopicOut]:
+    return [TopicOut.of(t) for t in await queue.list_topics()]
+
+
+@router.post("/topics", status_code=201, tags=["topics"], dependencies=Admin)
+async def create_topic(body: TopicIn, queue: QueueDep) -> TopicOut:
+    topic = await queue.create_topic(
+        body.name,
+        description=body.description,
+        retention_max_age=_seconds(body.retention_max_age_s),
+        retention_max_count=body.retention_max_count,
+        max_payload_bytes=body.max_payload_bytes,
+    )
+    return TopicOut.of(topic)
+
+
+@router.get("/topics/{topic}", tags=["topics"], dependencies=Read)
+async def get_topic(topic: str, queue: QueueDep) -> TopicOut:
+    found = await queue.list_topics(topic)
+    if not found:
+        raise TopicNotFound(f"topic {topic!r} does not exist")
+    return TopicOut.of(found[0])
+
+
+@router.patch("/topics/{topic}", tags=["topics"], dependencies=Admin)
+async def alter_topic(topic: str, body: TopicPatch, queue: QueueDep) -> TopicOut:
+    altered = await queue.alter_topic(
+        topic,
+        description=body.description,
+        retention_max_age=_seconds(body.retention_max_age_s),
+        retention_max_count=body.retention_max_count,
+        max_payload_bytes=body.max_payload_bytes,
+        clear_retention=body.clear_retention,
+    )
+    return TopicOut.of(altered)
+
+
+@router.delete("/topics/{topic}", status_code=204, tags=["topics"], dependencies=Admin)
+async def delete_topic(topic: str, queue: QueueDep) -> Response:
+    await queue.delete_topic(topic)
+    return NO_CONTENT
+
+
+@router.post("/topics/{topic}/messages", status_code=201, tags=["messages"], dependencies=Publish)
+async def publish(topic: str, body: MessageIn, queue: QueueDep) -> PublishedOut:
+    offset = await queue.publish(topic, body.payload, **body.options())
+    return PublishedOut(topic=topic, offset=offset)
+
+
+@router.post(
+    "/topics/{topic}/messages/batch", status_code=201, tags=["messages"], dependencies=Publish
+)
+async def publish_batch(topic: str, body: BatchIn, queue: QueueDep) -> BatchPublishedOut:
+    offsets = await queue.publish_many(topic, [m.spec() for m in body.messages])
+    return BatchPublishedOut(topic=topic, offsets=offsets)
+
+
+@router.get("/topics/{topic}/messages", tags=["messages"], dependencies=Read)
+async def read_messages(
+    topic: str,
+    queue: QueueDep,
+    from_offset: Annotated[int, Query(alias="from", ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> MessagesOut:
+    messages = await queue.read(topic, from_offset=from_offset, limit=limit)
+    return MessagesOut(
+        topic=topic,
+        messages=[
+            StoredMessageOut(**{k: v for k, v in asdict(m).items() if k != "topic"})
+            for m in messages
+        ],
+    )
+
+
+@router.get("/topics/{topic}/subscribers", tags=["subscribers"], dependencies=Read)
+async def list_subscribers(topic: str, queue: QueueDep) -> list[SubscriberOut]:
+    return [SubscriberOut.of(s) for s in await queue.list_subscribers(topic)]
+
+
+@router.post(
+    "/topics/{topic}/subscribers", status_code=201, tags=["subscribers"], dependencies=Admin
+)
+async def create_subscriber(topic: str, body: SubscriberIn, queue: QueueDep) -> SubscriberOut:
+    backoff = body.backoff
+    subscriber = await queue.subscribe(
+        topic,
+        body.name,
+        start=body.start,
+        filter=body.filter,
+        max_attempts=body.max_attempts,
+        backoff=timedelta(milliseconds=backoff.base_ms) if backoff else 1.0,
+        max_backoff=timedelta(milliseconds=backoff.max_ms) if backoff else 300.0,
+    )
+    return SubscriberOut.of(subscriber)
+
+
+@router.get("/topics/{topic}/subscribers/{name}", tags=["subscribers"], dependencies=Read)
+async def get_subscriber(topic: str, name: str, queue: QueueDep) -> SubscriberOut:
+    for subscriber in await queue.list_subscribers(topic):
+        if subscriber.name == name:
+            return SubscriberOut.of(subscriber)
+    raise SubscriberNotFound(f"subscriber {name!r} of topic {topic!r} does not exist")
+
+
+@router.patch("/topics/{topic}/subscribers/{name}", tags=["subscribers"], dependencies=Admin)
+async def alter_subscriber(
+    topic: str, name: str, body: SubscriberPatch, queue: QueueDep
+) -> SubscriberOut:
+    backoff = body.backoff
+    altered = await queue.alter_subscriber(
+        topic,
+        name,
+        filter=body.filter,
+        clear_filter=body.clear_filter,
+        max_attempts=body.max_attempts,
+        backoff=timedelta(milliseconds=backoff.base_ms) if backoff else None,
+        max_backoff=timedelta(milliseconds=backoff.max_ms) if backoff else None,
+    )
+    return SubscriberOut.of(altered)
+
+
+@router.delete(
+    "/topics/{topic}/subscribers/{name}",
+    status_code=204,
+    tags=["subscribers"],
+    dependencies=Admin,
+)
+async def delete_subscriber(topic: str, name: str, queue: QueueDep) -> Response:
+    await queue.unsubscribe(topic, name)
+    return NO_CONTENT
+
+
+@router.post("/topics/{topic}/reset", tags=["reset"], dependencies=Admin)
+async def reset_topic(topic: str, body: ResetIn, queue: QueueDep) -> ResetOut:
+    results = await queue.reset(topic, to=body.to, dry_run=body.dry_run)
+    return ResetOut(results=[ResetRowOut(**asdict(r)) for r in results])
+
+
+@router.post("/topics/{topic}/subscribers/{name}/reset", tags=["reset"], dependencies=Admin)
+async def reset_subscriber(topic: str, name: str, body: ResetIn, queue: QueueDep) -> ResetOut:
+    results = await queue.reset(topic, subscriber=name, to=body.to, dry_run=body.dry_run)
+    return ResetOut(results=[ResetRowOut(**asdict(r)) for r in results])
+
+
+@router.get(
+    "/topics/{topic}/subscribers/{name}/dead-letters", tags=["dead letters"], dependencies=Admin
+)
+async def list_dead_letters(
+    topic: str,
+    name: str,
+    queue: QueueDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[DeadLetterOut]:
+    letters = await queue.dead_letters(topic, name, after=after, limit=limit)
+    return [DeadLetterOut(**asdict(d)) for d in letters]
+
+
+@router.post(
+    "/topics/{topic}/subscribers/{name}/dead-letters/replay",
+    tags=["dead letters"],
+    dependencies=Admin,
+)
+async def replay_dead_letters(topic: str, name: str, body: ReplayIn, queue: QueueDep) -> CountOut:
+    count = await queue.replay_dead_letters(topic, name, first=body.first, last=body.last)
+    return CountOut(count=count)
+
+
+@router.delete(
+    "/topics/{topic}/subscribers/{name}/dead-letters", tags=["dead letters"], dependencies=Admin
+)
+async def purge_dead_letters(
+    topic: str,
+    name: str,
+    queue: QueueDep,
+    first: Annotated[int | None, Query(ge=1)] = None,
+    last: Annotated[int | None, Query(ge=1)] = None,
+) -> CountOut:
+    return CountOut(count=await queue.purge_dead_letters(topic, name, first=first, last=last))
+
+
+@router.get("/stats", tags=["stats"], dependencies=Read)
+async def stats(queue: QueueDep) -> StatsOut:
+    return StatsOut(
+        topics=[asdict(t) for t in await queue.topic_stats()],
+        subscribers=[asdict(s) for s in await queue.subscriber_stats()],
+    )

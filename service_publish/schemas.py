@@ -1,0 +1,200 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+import pgqueue
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopicIn(Strict):
+    name: str = Field(examples=["orders"])
+    description: str = ""
+    retention_max_age_s: float | None = Field(default=None, gt=0)
+    retention_max_count: int | None = Field(default=None, gt=0)
+    max_payload_bytes: int | None = Field(default=None, gt=0)
+
+
+class TopicPatch(Strict):
+    description: str | None = None
+    retention_max_age_s: float | None = Field(default=None, gt=0)
+    retention_max_count: int | None = Field(default=None, gt=0)
+    max_payload_bytes: int | None = Field(default=None, gt=0)
+    clear_retention: bool = False
+
+
+class TopicOut(BaseModel):
+    name: str
+    description: str
+    created_at: datetime
+    retention_max_age_s: float | None
+    retention_max_count: int | None
+    max_payload_bytes: int
+
+    @classmethod
+    def of(cls, topic: pgqueue.Topic) -> TopicOut:
+        age = topic.retention_max_age
+        return cls(
+            name=topic.name,
+            description=topic.description,
+            created_at=topic.created_at,
+            retention_max_age_s=age.total_seconds() if age else None,
+            retention_max_count=topic.retention_max_count,
+            max_payload_bytes=topic.max_payload_bytes,
+        )
+
+
+class MessageIn(Strict):
+    payload: JsonValue = Field(examples=[{"id": 1}])
+    headers: dict[str, str] | None = Field(default=None, examples=[{"type": "order.created"}])
+    key: str | None = None
+    idempotency_key: str | None = None
+    delay_ms: int | None = Field(default=None, ge=0, le=366 * 24 * 3600 * 1000)
+    correlation_id: str | None = None
+    reply_to: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "headers": self.headers,
+            "key": self.key,
+            "idempotency_key": self.idempotency_key,
+            "delay": timedelta(milliseconds=self.delay_ms) if self.delay_ms else None,
+            "correlation_id": self.correlation_id,
+            "reply_to": self.reply_to,
+        }
+
+    def spec(self) -> dict[str, Any]:
+        return {"payload": self.payload, **self.options()}
+
+
+class BatchIn(Strict):
+    messages: list[MessageIn] = Field(min_length=1, max_length=10_000)
+
+
+class PublishedOut(BaseModel):
+    topic: str
+    offset: int
+
+
+class BatchPublishedOut(BaseModel):
+    topic: str
+    offsets: list[int]
+
+
+class StoredMessageOut(BaseModel):
+    offset: int
+    message_id: int
+    payload: Any
+    headers: dict[str, str]
+    key: str | None
+    correlation_id: str | None
+    reply_to: str | None
+    published_at: datetime
+    available_at: datetime | None
+
+
+class MessagesOut(BaseModel):
+    topic: str
+    messages: list[StoredMessageOut]
+
+
+class BackoffIn(Strict):
+    base_ms: int = Field(default=1000, ge=0)
+    max_ms: int = Field(default=300_000, ge=0)
+
+
+class SubscriberIn(Strict):
+    name: str = Field(examples=["billing"])
+    start: int | str = Field(default="latest", examples=["earliest", "latest", 42])
+    filter: dict[str, Any] | None = Field(
+        default=None, examples=[{"match": {"type": "order.*"}, "payload": {"region": "eu"}}]
+    )
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+    backoff: BackoffIn | None = None
+
+
+class SubscriberPatch(Strict):
+    filter: dict[str, Any] | None = None
+    clear_filter: bool = False
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    backoff: BackoffIn | None = None
+
+
+class SubscriberOut(BaseModel):
+    topic: str
+    name: str
+    subscriber_id: int
+    position: int
+    filter: dict[str, Any] | None
+    max_attempts: int
+    backoff: BackoffIn
+    ephemeral: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, s: pgqueue.Subscriber) -> SubscriberOut:
+        return cls(
+            topic=s.topic,
+            name=s.name,
+            subscriber_id=s.subscriber_id,
+            position=s.position,
+            filter=s.filter,
+            max_attempts=s.max_attempts,
+            backoff=BackoffIn(
+                base_ms=int(s.backoff_base.total_seconds() * 1000),
+                max_ms=int(s.backoff_max.total_seconds() * 1000),
+            ),
+            ephemeral=s.ephemeral,
+            created_at=s.created_at,
+        )
+
+
+class ResetIn(Strict):
+    to: int | str = Field(
+        examples=["earliest", "latest", 42, "2026-11-01T00:00:00Z", "5m", "-10", "+10"]
+    )
+    dry_run: bool = False
+
+
+class ResetRowOut(BaseModel):
+    topic: str
+    subscriber: str
+    old_position: int
+    new_position: int
+    applied: bool
+
+
+class ResetOut(BaseModel):
+    results: list[ResetRowOut]
+
+
+class DeadLetterOut(BaseModel):
+    offset: int
+    attempts: int
+    last_error: str | None
+    dead_at: datetime
+    payload: Any
+    headers: dict[str, str] | None
+    key: str | None
+    published_at: datetime | None
+
+
+class ReplayIn(Strict):
+    first: int | None = Field(default=None, ge=1)
+    last: int | None = Field(default=None, ge=1)
+
+
+class CountOut(BaseModel):
+    count: int
+
+
+class StatsOut(BaseModel):
+    topics: list[dict[str, Any]]
+    subscribers: list[dict[str, Any]]

@@ -1,0 +1,321 @@
+"""One WebSocket connection working for a subscriber.
+
+Each connection has its own tasks and at most `prefetch` unacked messages; the only things
+it shares with other connections are the pool and the process's listener. A client that does
+not take a frame within ws_send_timeout is closed and its claims go back to the group at once,
+so it never holds up anyone else. A reset (from anywhere) reaches the connection through the
+listener: messages claimed before it are dropped, a `reset` frame goes out, and delivery goes
+on from the new position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+import pgqueue
+from pgqueue.settings import Settings
+from service_subscribe.frames import (
+    CLIENT_FRAME,
+    Ack,
+    ErrorFrame,
+    Frame,
+    MessageFrame,
+    Nack,
+    Publish,
+    Published,
+    ResetFrame,
+    Seek,
+)
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_BIG = 1009
+CLOSE_TOO_SLOW = 1013
+CLOSE_GONE = 1001
+
+
+class SlowClient(Exception):
+    """The client did not take a frame within ws_send_timeout."""
+
+
+@dataclass
+class Session:
+    websocket: WebSocket
+    queue: pgqueue.Queue
+    settings: Settings
+    topic: str
+    subscriber: str
+    ephemeral: bool
+    auto_ack: bool
+    prefetch: int
+    lease: timedelta
+    may_publish: bool
+    inflight: dict[int, tuple[int, int]] = field(default_factory=dict)  # offset -> token, epoch
+    epoch: int = 0  # the subscriber's reset epoch as this connection knows it
+    # auto-ack: sent, to be acked by the next claim
+    sent_unacked: list[pgqueue.Message] = field(default_factory=list)
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    resets: list[ResetFrame] = field(default_factory=list)
+    reset_heard: asyncio.Event = field(default_factory=asyncio.Event)
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set to make the delivery loop look again now (a nack changed when work falls due).
+    poke: asyncio.Event | None = None
+
+    async def run(self) -> None:
+        unregister = self.queue.on_reset(self._on_reset)
+        tasks = [
+            asyncio.create_task(self._deliver()),
+            asyncio.create_task(self._receive()),
+            asyncio.create_task(self._announce()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = task.exception()
+                if isinstance(error, SlowClient):
+                    # Give back first: closing goes through the same stalled transport.
+                    await self._give_back()
+                    await self._close(CLOSE_TOO_SLOW, "too slow: frames were not taken in time")
+                elif error is not None and not isinstance(error, WebSocketDisconnect):
+                    log.error("websocket session failed", exc_info=error)
+                    await self._close(1011, "internal error")
+        finally:
+            unregister()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._give_back()
+
+    # -- outgoing -------------------------------------------------------------------------
+
+    async def send(self, frame: Frame) -> None:
+        text = frame.model_dump_json()
+        async with self.send_lock:
+            try:
+                await asyncio.wait_for(
+                    self.websocket.send_text(text), self.settings.ws_send_timeout
+                )
+            except TimeoutError as error:
+                raise SlowClient from error
+
+    async def _deliver(self) -> None:
+        with self.queue.listener.waiter(self.topic) as wake:
+            self.poke = wake
+            while True:
+                try:
+                    await self._deliver_once(wake)
+                except pgqueue.DatabaseUnavailable:
+                    # Ride out a restart: the pool reconnects, the listener listens again.
+                    await asyncio.sleep(0.5)
+
+    async def _deliver_once(self, wake: asyncio.Event) -> None:
+        await self._flush_resets()
+        room = self.prefetch - len(self.inflight) + len(self.sent_unacked)
+        if room <= 0:
+            self.room.clear()
+            await self.room.wait()
+            return
+        wake.clear()
+        # In auto-ack mode the batch sent last time is acked by this claim, in one commit.
+        acking, self.sent_unacked = self.sent_unacked, []
+        try:
+            messages = await self.queue.claim(
+                self.topic, self.subscriber, min(room, 100), lease=self.lease, ack=acking
+            )
+        except BaseException:
+            self.sent_unacked = acking + self.sent_unacked
+            raise
+        for message in acking:
+            self.inflight.pop(message.offset, None)
+        if not messages:
+            idle = await self.queue.idle_wait(
+                self.topic, self.subscriber, self.settings.poll_interval
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), idle)
+            return
+        newest = max(m.epoch for m in messages)
+        if newest > self.epoch:  # a reset committed before its NOTIFY reached us
+            self._enter_epoch(newest, next(m for m in messages if m.epoch == newest).reset_position)
+        # A reset heard while the claim ran goes out before the messages claimed after it.
+        await self._flush_resets()
+        current = [m for m in messages if m.epoch >= self.epoch]  # older: cleared by a reset
+        # Ours from the claim on: given back if the connection ends before an ack.
+        for message in current:
+            self.inflight[message.offset] = (message.lease_token, message.epoch)
+        for message in current:
+            if message.epoch < max(self.epoch, self.queue.reset_epoch(self.topic, self.subscriber)):
+                break  # a reset arrived while we were sending
+            await self.send(_message_frame(message))
+            if self.auto_ack:
+                self.sent_unacked.append(message)
+
+    async def _flush_resets(self) -> None:
+        # Popped before the (FIFO) send lock is awaited, so frames keep their order whichever
+        # task sends them.
+        while self.resets:
+            await self.send(self.resets.pop(0))
+
+    async def _announce(self) -> None:
+        """Sends a reset frame as soon as the reset is heard, even while a claim is waiting."""
+        while True:
+            await self.reset_heard.wait()
+            self.reset_heard.clear()
+            await self._flush_resets()
+
+    def _on_reset(self, event: dict[str, Any]) -> None:
+        if event.get("topic") != self.topic:
+            return
+        if event.get("deleted"):
+            asyncio.get_running_loop().create_task(
+                self._close(CLOSE_GONE, f"topic {self.topic} was deleted")
+            )
+            return
+        epoch = event.get("epoch")
+        if event.get("subscriber") != self.subscriber or not isinstance(epoch, int):
+            return
+        if epoch > self.epoch:
+            self._enter_epoch(epoch, event.get("position"))
+
+    def _enter_epoch(self, epoch: int, position: int | None) -> None:
+        """After a reset: forget the leases it cleared, and announce the new position."""
+        self.epoch = epoch
+        self.inflight = {o: v for o, v in self.inflight.items() if v[1] >= epoch}
+        self.sent_unacked = [m for m in self.sent_unacked if m.epoch >= epoch]
+        self.resets.append(
+            ResetFrame(topic=self.topic, subscriber=self.subscriber, position=position)
+        )
+        self.reset_heard.set()
+        self.room.set()
+        if self.poke is not None:
+            self.poke.set()
+
+    # -- incoming -------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if text is None:
+                await self._error("invalid_frame", "frames are JSON text, not binary")
+                continue
+            if len(text.encode()) > self.settings.ws_max_frame_bytes:
+                await self._close(CLOSE_TOO_BIG, "frame too large")
+                return
+            try:
+                frame = CLIENT_FRAME.validate_json(text)
+            except ValidationError as error:
+                problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+                await self._error("invalid_frame", problems)
+                continue
+            try:
+                await self._handle(frame)
+            except pgqueue.PgQueueError as error:
+                await self._error(error.code, str(error))
+
+    async def _handle(self, frame: Ack | Nack | Seek | Publish) -> None:
+        if isinstance(frame, Ack):
+            await self._ack(frame.offsets)
+        elif isinstance(frame, Nack):
+            await self._nack(frame)
+        elif isinstance(frame, Seek):
+            # The reset's notification comes back to every connection of the subscriber,
+            # this one included, and brings the `reset` frame.
+            await self.queue.reset(self.topic, subscriber=self.subscriber, to=frame.to)
+        else:
+            await self._publish(frame)
+
+    async def _ack(self, offsets: list[int]) -> None:
+        unknown = [o for o in offsets if o not in self.inflight]
+        known = [o for o in offsets if o in self.inflight]
+        if known:
+            tokens = [self.inflight[o][0] for o in known]
+            done = await self.queue.ack(self.topic, self.subscriber, known, tokens)
+            for offset in known:
+                self.inflight.pop(offset, None)
+            self.room.set()
+            lost = sorted(set(known) - set(done))
+            if lost:
+                await self._error("lease_lost", {"offsets": lost})
+        if unknown:
+            await self._error("unknown_offset", {"offsets": unknown})
+
+    async def _nack(self, frame: Nack) -> None:
+        held = self.inflight.pop(frame.offset, None)
+        if held is None:
+            await self._error("unknown_offset", {"offsets": [frame.offset]})
+            return
+        self.room.set()
+        delay = timedelta(milliseconds=frame.delay_ms) if frame.delay_ms is not None else None
+        try:
+            await self.queue.nack_offset(
+                self.topic, self.subscriber, frame.offset, held[0], delay=delay, error=frame.error
+            )
+        except pgqueue.LeaseLost:
+            await self._error("lease_lost", {"offsets": [frame.offset]})
+        if self.poke is not None:
+            self.poke.set()
+
+    async def _publish(self, frame: Publish) -> None:
+        if not self.may_publish:
+            await self._error("forbidden", "this token lacks the 'publish' scope")
+            return
+        topic = frame.topic or self.topic
+        offset = await self.queue.publish(
+            topic, frame.payload, headers=frame.headers, key=frame.key
+        )
+        await self.send(Published(topic=topic, offset=offset, ref=frame.ref))
+
+    # -- ending ---------------------------------------------------------------------------
+
+    async def _error(self, code: str, detail: Any) -> None:
+        await self.send(ErrorFrame(code=code, detail=detail))
+
+    async def _close(self, code: int, reason: str) -> None:
+        # Bounded: a client that stopped reading may never take the close frame either; when
+        # the handler returns, the server drops the connection.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.websocket.close(code=code, reason=reason), self.settings.ws_send_timeout
+            )
+
+    async def _give_back(self) -> None:
+        """Releases what this connection holds, and removes an ephemeral subscriber."""
+        try:
+            if self.sent_unacked and not self.ephemeral:
+                sent, self.sent_unacked = self.sent_unacked, []
+                await self.queue.ack(self.topic, self.subscriber, sent)
+                for message in sent:
+                    self.inflight.pop(message.offset, None)
+            if self.ephemeral:
+                await self.queue.unsubscribe(self.topic, self.subscriber)
+            elif self.inflight:
+                offsets = list(self.inflight)
+                await self.queue.release(
+                    self.topic, self.subscriber, offsets, [self.inflight[o][0] for o in offsets]
+                )
+        except pgqueue.PgQueueError as error:
+            log.warning("could not give back claims", extra={"error": str(error)})
+        self.inflight.clear()
+
+
+def _message_frame(message: pgqueue.Message) -> MessageFrame:
+    return MessageFrame(
+        topic=message.topic,
+        offset=message.offset,
+        key=message.key,
+        headers=message.headers,
+        payload=message.payload,
+        published_at=message.published_at,
+        attempt=message.attempt,
+    )

@@ -1,0 +1,106 @@
+"""The REST API over a real server: routes, statuses, JSON errors, limits."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def test_topic_publish_browse_and_stats(http: httpx.AsyncClient) -> None:
+    created = await http.post("/topics", json={"name": "orders", "description": "demo"})
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "orders"
+    assert (await http.post("/topics", json={"name": "orders"})).status_code == 409
+
+    one = await http.post(
+        "/topics/orders/messages",
+        json={"payload": {"id": 1}, "headers": {"type": "order.created"}, "key": "c-1"},
+    )
+    assert (one.status_code, one.json()) == (201, {"topic": "orders", "offset": 1})
+    batch = await http.post(
+        "/topics/orders/messages/batch", json={"messages": [{"payload": 2}, {"payload": "three"}]}
+    )
+    assert (batch.status_code, batch.json()) == (201, {"topic": "orders", "offsets": [2, 3]})
+
+    browsed = (await http.get("/topics/orders/messages", params={"from": 2, "limit": 5})).json()
+    assert [m["payload"] for m in browsed["messages"]] == [2, "three"]
+
+    sub = await http.post(
+        "/topics/orders/subscribers", json={"name": "billing", "start": "earliest"}
+    )
+    assert sub.status_code == 201 and sub.json()["position"] == 0
+    stats = (await http.get("/stats")).json()
+    assert stats["topics"][0]["last_offset"] == 3
+    assert stats["subscribers"][0]["lag"] == 3
+
+    reset = await http.post(
+        "/topics/orders/subscribers/billing/reset", json={"to": "latest", "dry_run": True}
+    )
+    assert reset.json()["results"][0]["new_position"] == 3
+    assert reset.json()["results"][0]["applied"] is False
+
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    assert (await http.get("/readyz")).json() == {"status": "ready"}
+    assert (await http.delete("/topics/orders")).status_code == 204
+    assert (await http.get("/topics")).json() == []
+
+
+async def test_errors_are_json_with_the_right_status(http: httpx.AsyncClient) -> None:
+    await http.post("/topics", json={"name": "orders"})
+
+    def error(response: httpx.Response) -> tuple[int, str]:
+        assert response.headers["content-type"] == "application/json"
+        return response.status_code, response.json()["error"]
+
+    assert error(await http.post("/topics/nope/messages", json={"payload": 1})) == (
+        404,
+        "topic_not_found",
+    )
+    assert error(await http.post("/topics", json={"name": "bad name"})) == (422, "invalid_name")
+    assert error(
+        await http.post(
+            "/topics/orders/messages",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+    ) == (422, "invalid_request")
+    assert error(await http.post("/topics/orders/messages", json={"payload": 1, "extra": 2})) == (
+        422,
+        "invalid_request",
+    )
+    assert error(
+        await http.post("/topics/orders/messages", json={"payload": 1, "delay_ms": "x"})
+    ) == (422, "invalid_request")
+    assert error(
+        await http.post(
+            "/topics/orders/messages",
+            content=b'{"payload": NaN}',
+            headers={"content-type": "application/json"},
+        )
+    ) == (422, "invalid_payload")
+    assert error(await http.post("/topics/orders/messages", json={"payload": "a\u0000b"})) == (
+        422,
+        "invalid_payload",
+    )
+    assert error(await http.post("/topics/orders/messages", json={"payload": "x" * 1_100_000})) == (
+        413,
+        "payload_too_large",
+    )
+    assert error(
+        await http.post(
+            "/topics/orders/messages/batch",
+            content=b"x" * (17 * 1024 * 1024),
+            headers={"content-type": "application/json"},
+        )
+    ) == (413, "request_too_large")
+    assert error(await http.get("/topics/orders/subscribers/ghost")) == (
+        404,
+        "subscriber_not_found",
+    )
+    assert error(await http.post("/topics/orders/reset", json={"to": "whenever"})) == (
+        422,
+        "invalid_position",
+    )
+
+    # The database is intact and the server still answers.
+    assert (await http.get("/topics/orders/messages")).json()["messages"] == []
+    assert (await http.get("/readyz")).status_code == 200

@@ -1,0 +1,255 @@
+"""WebSocket delivery against a real uvicorn server with the `websockets` client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import websockets
+
+from tests.services.conftest import RunningServer
+from tests.support import within
+
+
+async def frame(ws: Any, seconds: float = 10) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(await within(ws.recv(), seconds))
+    return data
+
+
+async def messages(ws: Any, n: int) -> list[dict[str, Any]]:
+    got = []
+    while len(got) < n:
+        f = await frame(ws)
+        assert f["type"] == "message", f
+        got.append(f)
+    return got
+
+
+@pytest.fixture
+async def orders(http: httpx.AsyncClient) -> None:
+    assert (await http.post("/topics", json={"name": "orders"})).status_code == 201
+
+
+async def test_rest_publish_reaches_a_websocket_client_and_manual_ack(
+    server: RunningServer, http: httpx.AsyncClient, orders: None
+) -> None:
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest"
+    async with websockets.connect(url) as ws:
+        welcome = await frame(ws)
+        assert welcome["type"] == "welcome" and welcome["subscriber"] == "billing"
+        await http.post("/topics/orders/messages", json={"payload": {"id": 1}, "key": "k"})
+        [message] = await messages(ws, 1)
+        assert (message["offset"], message["payload"], message["attempt"]) == (1, {"id": 1}, 1)
+        await ws.send(json.dumps({"type": "ack", "offsets": [1]}))
+        await _until_position(http, "billing", 1)
+
+
+async def test_nack_redelivers_after_the_delay(
+    server: RunningServer, http: httpx.AsyncClient, orders: None
+) -> None:
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        await http.post("/topics/orders/messages", json={"payload": "retry me"})
+        [first] = await messages(ws, 1)
+        await ws.send(json.dumps({"type": "nack", "offset": first["offset"], "delay_ms": 300}))
+        [again] = await messages(ws, 1)  # the consumer polls every 30 s; the retry wakes it
+        assert (again["offset"], again["attempt"]) == (first["offset"], 2)
+
+
+async def test_a_closed_connection_releases_its_messages_to_another(
+    server: RunningServer, http: httpx.AsyncClient, orders: None
+) -> None:
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest&prefetch=5"
+    first = await websockets.connect(url)
+    await frame(first)
+    await http.post(
+        "/topics/orders/messages/batch", json={"messages": [{"payload": i} for i in range(3)]}
+    )
+    held = await messages(first, 3)
+    await first.close()  # mid-flight: nothing acked
+
+    async with websockets.connect(url) as second:
+        await frame(second)
+        again = await messages(second, 3)
+        assert [m["offset"] for m in again] == [m["offset"] for m in held]
+        assert all(m["attempt"] == 2 for m in again)
+
+
+async def test_a_rest_reset_reaches_a_live_connection(
+    server: RunningServer, http: httpx.AsyncClient, orders: None
+) -> None:
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest&ack=auto"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        await http.post(
+            "/topics/orders/messages/batch", json={"messages": [{"payload": i} for i in range(5)]}
+        )
+        assert [m["offset"] for m in await messages(ws, 5)] == [1, 2, 3, 4, 5]
+        await _until_position(http, "billing", 5)
+
+        response = await http.post("/topics/orders/subscribers/billing/reset", json={"to": 3})
+        assert response.json()["results"][0]["new_position"] == 2
+        reset = await frame(ws)
+        assert (reset["type"], reset["position"]) == ("reset", 2), reset
+        assert [m["offset"] for m in await messages(ws, 3)] == [3, 4, 5]
+
+
+async def test_a_reset_frame_goes_out_while_a_claim_waits_and_before_its_messages(
+    server: RunningServer, http: httpx.AsyncClient, orders: None, database_dsn: str
+) -> None:
+    """The connection's claim is stuck behind row locks when the reset commits: the reset
+    frame still goes out at once, and the messages that claim returns come after it."""
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest&ack=auto"
+    resetter, blocker, watcher = [await asyncpg.connect(database_dsn) for _ in range(3)]
+    try:
+        async with websockets.connect(url) as ws:
+            await frame(ws)
+            await http.post(
+                "/topics/orders/messages/batch",
+                json={"messages": [{"payload": i} for i in (1, 2, 3)]},
+            )
+            assert [m["offset"] for m in await messages(ws, 3)] == [1, 2, 3]
+            await _until_position(http, "billing", 3)
+
+            reset_tx = resetter.transaction()
+            await reset_tx.start()
+            await resetter.execute("SELECT pgqueue.reset('orders', 'billing', to_offset => 2)")
+            blocker_tx = blocker.transaction()
+            await blocker_tx.start()
+            # Queued on the subscriber row ahead of the connection's claim.
+            locking = asyncio.ensure_future(
+                blocker.execute(
+                    "SELECT 1 FROM pgqueue.subscriber WHERE name = 'billing' FOR UPDATE"
+                )
+            )
+            await _until_lock_waiters(watcher, 1)
+            await http.post("/topics/orders/messages", json={"payload": 4})  # wakes the claim
+            await _until_lock_waiters(watcher, 2)
+
+            await reset_tx.commit()
+            await within(locking)  # the blocker holds the row now; the claim still waits
+            reset = await frame(ws)
+            assert (reset["type"], reset["position"]) == ("reset", 1), reset
+            await blocker_tx.commit()
+            assert [m["offset"] for m in await messages(ws, 3)] == [2, 3, 4]
+    finally:
+        for connection in (resetter, blocker, watcher):
+            await connection.close()
+
+
+async def _until_lock_waiters(watcher: asyncpg.Connection, n: int) -> None:
+    async def reached() -> bool:
+        waiting = await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return bool(waiting == n)
+
+    await _eventually(reached)
+
+
+async def test_seek_from_the_client(
+    server: RunningServer, http: httpx.AsyncClient, orders: None
+) -> None:
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest&ack=auto"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        await http.post(
+            "/topics/orders/messages/batch", json={"messages": [{"payload": i} for i in range(4)]}
+        )
+        await messages(ws, 4)
+        await ws.send(json.dumps({"type": "seek", "to": "earliest"}))
+        assert (await frame(ws))["type"] == "reset"
+        assert [m["offset"] for m in await messages(ws, 4)] == [1, 2, 3, 4]
+
+
+async def test_two_subscribers_each_receive_everything(
+    server: RunningServer, http: httpx.AsyncClient, orders: None
+) -> None:
+    base = f"{server.ws_url}/ws/topics/orders?start=earliest&ack=auto&subscriber="
+    async with websockets.connect(base + "a") as a, websockets.connect(base + "b") as b:
+        await frame(a)
+        await frame(b)
+        await http.post(
+            "/topics/orders/messages/batch", json={"messages": [{"payload": i} for i in range(10)]}
+        )
+        assert [m["payload"] for m in await messages(a, 10)] == list(range(10))
+        assert [m["payload"] for m in await messages(b, 10)] == list(range(10))
+
+
+async def test_an_ephemeral_subscriber_disappears_on_disconnect(
+    server: RunningServer, http: httpx.AsyncClient, orders: None
+) -> None:
+    async with websockets.connect(f"{server.ws_url}/ws/topics/orders") as ws:
+        welcome = await frame(ws)
+        assert welcome["ephemeral"] is True
+        names = [s["name"] for s in (await http.get("/topics/orders/subscribers")).json()]
+        assert names == [welcome["subscriber"]]
+        await http.post("/topics/orders/messages", json={"payload": "live"})
+        assert (await messages(ws, 1))[0]["payload"] == "live"
+
+    async def gone() -> bool:
+        return (await http.get("/topics/orders/subscribers")).json() == []
+
+    await _eventually(gone)
+
+
+async def test_a_client_that_stops_reading_does_not_hold_up_a_fast_one(
+    server: RunningServer, http: httpx.AsyncClient, orders: None
+) -> None:
+    base = f"{server.ws_url}/ws/topics/orders?start=earliest&ack=auto&prefetch=1000&subscriber="
+    # The slow client never reads: a tiny receive buffer, and max_queue=1 stops its library
+    # reading the socket, so the server's sends to it block once the buffers are full.
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    slow = await websockets.connect(base + "slow", sock=raw, max_queue=1)
+    fast = await websockets.connect(base + "fast")
+    try:
+        await frame(fast)
+        big = secrets.token_urlsafe(15_000)  # 20 kB that permessage-deflate cannot shrink
+        for _ in range(10):
+            await http.post(
+                "/topics/orders/messages/batch",
+                json={"messages": [{"payload": big} for _ in range(50)]},
+            )
+        got = await messages(fast, 500)
+        assert [m["offset"] for m in got] == list(range(1, 501))
+    finally:
+        await fast.close()
+
+    # After ws_send_timeout (2 s here) the server closes the slow connection and gives its
+    # claims back: released claims are 'retry' rows, which auto-ack delivery never leaves.
+    async def given_back() -> bool:
+        stats = (await http.get("/stats")).json()["subscribers"]
+        slow_stats = next(s for s in stats if s["subscriber"] == "slow")
+        return slow_stats["in_flight"] == 0 and slow_stats["retrying"] > 0
+
+    await _eventually(given_back, seconds=30)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:  # reading now only drains what was buffered before the close
+            await within(slow.recv(), 30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+
+async def _until_position(http: httpx.AsyncClient, name: str, position: int) -> None:
+    async def reached() -> bool:
+        stats = (await http.get("/stats")).json()["subscribers"]
+        return any(s["subscriber"] == name and s["position"] == position for s in stats)
+
+    await _eventually(reached)
+
+
+async def _eventually(check: Any, seconds: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met in {seconds} s")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,49 @@
+"""The listener connection: re-LISTEN after a drop, and the polling fallback without it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+import pgqueue
+from tests.support import eventually, within
+
+
+async def _first_payload(queue: pgqueue.Queue, poll_interval: float) -> object:
+    async for message in queue.consume("orders", "billing", poll_interval=poll_interval):
+        await message.ack()
+        return message.payload
+    raise AssertionError("consume ended")
+
+
+async def test_listener_listens_again_after_its_connection_is_killed(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing")
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    assert len(pids) == 1
+    assert await conn.fetchval("SELECT pg_terminate_backend($1)", pids[0]["pid"])
+
+    await eventually(lambda: _true(queue.listener.reconnects >= 1 and queue.listener.connected))
+    seen = queue.listener.notifications
+    await queue.publish("orders", "after the drop")
+    await eventually(lambda: _true(queue.listener.notifications > seen))
+    assert await within(_first_payload(queue, poll_interval=60)) == "after the drop"
+
+
+async def test_consumers_poll_when_no_notification_arrives(queue: pgqueue.Queue) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing")
+    await queue.listener.close()  # no LISTEN at all from here on
+    consumer = asyncio.create_task(_first_payload(queue, poll_interval=0.2))
+    await queue.publish("orders", "found by polling")
+    assert await within(consumer, 10) == "found by polling"
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -1,0 +1,134 @@
+"""Promises 2, 3 and 5: no skips under out-of-order commits, order, no stall from strangers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+import pgqueue
+from tests.support import drain, within
+
+
+async def _open(dsn: str) -> asyncpg.Connection:
+    return await within(asyncpg.connect(dsn))
+
+
+async def test_out_of_order_commit_is_still_delivered(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    t1, t2 = await _open(database_dsn), await _open(database_dsn)
+    try:
+        slow = t1.transaction()
+        await slow.start()
+        await pgqueue.publish(t1, "orders", "first")  # T1 publishes and holds
+        async with t2.transaction():
+            await pgqueue.publish(t2, "orders", "second")  # T2 publishes and commits
+        await queue.publish("orders", "third")  # and an auto-commit publish
+
+        assert await drain(queue, "orders", "billing") == ["second", "third"]
+
+        await slow.commit()
+        assert await drain(queue, "orders", "billing") == ["first"]
+        [stats] = await queue.subscriber_stats("orders", "billing")
+        assert (stats.position, stats.last_offset, stats.lag) == (3, 3, 0)
+    finally:
+        await t1.close()
+        await t2.close()
+
+
+async def test_rolled_back_publish_is_never_delivered(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    t1, t2 = await _open(database_dsn), await _open(database_dsn)
+    try:
+        doomed = t1.transaction()
+        await doomed.start()
+        await pgqueue.publish(t1, "orders", "rolled back")
+        async with t2.transaction():
+            await pgqueue.publish(t2, "orders", "kept")
+        assert await drain(queue, "orders", "billing") == ["kept"]
+
+        await doomed.rollback()
+        assert await queue.assign("orders") == 0
+        assert await drain(queue, "orders", "billing") == []
+        assert [m.payload for m in await queue.read("orders")] == ["kept"]
+    finally:
+        await t1.close()
+        await t2.close()
+
+
+async def test_open_transactions_of_strangers_do_not_stall_delivery(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    stranger, slow_publisher, other = [await _open(database_dsn) for _ in range(3)]
+    try:
+        # An unrelated transaction that holds an xid (and so the xmin horizon) open.
+        held = stranger.transaction()
+        await held.start()
+        await stranger.fetchval("SELECT pg_current_xact_id()")
+        await stranger.execute("CREATE TEMP TABLE busy (x int)")
+        # A publisher inside its own long transaction.
+        slow = slow_publisher.transaction()
+        await slow.start()
+        await pgqueue.publish(slow_publisher, "orders", "slow")
+
+        for i in range(3):
+            async with other.transaction():
+                await pgqueue.publish(other, "orders", f"in-tx {i}")
+            await queue.publish("orders", f"direct {i}")
+
+        # Everything committed is claimable now, with both transactions still open.
+        delivered = await drain(queue, "orders", "billing")
+        assert sorted(delivered) == sorted(
+            [f"in-tx {i}" for i in range(3)] + [f"direct {i}" for i in range(3)]
+        )
+
+        await slow.commit()
+        assert await drain(queue, "orders", "billing") == ["slow"]
+        await held.rollback()
+    finally:
+        for c in (stranger, slow_publisher, other):
+            await c.close()
+
+
+async def test_single_consumer_receives_in_offset_order(queue: pgqueue.Queue) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", list(range(50)))
+    for i in range(50, 60):
+        await queue.publish("orders", i)
+    offsets: list[int] = []
+    while batch := await queue.claim("orders", "billing", 7):
+        offsets.extend(m.offset for m in batch)
+        await queue.ack("orders", "billing", batch)
+    assert offsets == list(range(1, 61))
+
+
+async def test_competing_consumers_get_disjoint_claims(queue: pgqueue.Queue) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", list(range(400)))
+    start = asyncio.Event()
+
+    async def consumer() -> list[int]:
+        await start.wait()
+        mine: list[int] = []
+        while batch := await within(queue.claim("orders", "billing", 9)):
+            mine.extend(m.offset for m in batch)
+            await within(queue.ack("orders", "billing", batch, strict=True))
+        return mine
+
+    tasks = [asyncio.create_task(consumer()) for _ in range(4)]
+    start.set()
+    results = await within(asyncio.gather(*tasks), 60)
+    every = [o for r in results for o in r]
+    assert len(every) == len(set(every)) == 400
+    assert set(every) == set(range(1, 401))
+    assert all(r == sorted(r) for r in results)

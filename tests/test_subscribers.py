@@ -1,0 +1,236 @@
+"""Fan-out, filters, online reset, idempotent and delayed publishing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+import pgqueue
+from tests.support import drain, eventually, within
+
+
+async def test_fan_out_delivers_everything_to_each_subscriber_storing_it_once(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    await queue.create_topic("events")
+    for name in ("a", "b", "c"):
+        await queue.subscribe("events", name, start="earliest")
+    await queue.publish_many("events", list(range(20)))
+    for name in ("a", "b", "c"):
+        assert await drain(queue, "events", name) == list(range(20))
+    assert await conn.fetchval("SELECT count(*) FROM pgqueue.message") == 20
+
+
+async def test_filter_skips_non_matching_messages_without_holding_the_position(
+    queue: pgqueue.Queue,
+) -> None:
+    await queue.create_topic("events")
+    await queue.subscribe(
+        "events",
+        "alerts",
+        start="earliest",
+        filter={"match": {"type": "alerts.*"}, "payload": {"level": "high"}},
+    )
+    await queue.subscribe("events", "eu", start="earliest", filter={"headers": {"region": "eu"}})
+    published = [
+        ({"level": "high"}, {"type": "alerts.cpu", "region": "eu"}),
+        ({"level": "low"}, {"type": "alerts.disk"}),
+        ({"level": "high"}, {"type": "metrics.cpu", "region": "eu"}),
+        ({"level": "high", "host": "x"}, {"type": "alerts.mem"}),
+        ({"level": "high"}, {"type": "alertsXcpu"}),
+        ({"level": "high"}, {}),
+    ]
+    await queue.publish_many("events", [{"payload": p, "headers": h} for p, h in published])
+    claimed = await queue.claim("events", "alerts", 100)
+    assert [m.offset for m in claimed] == [1, 4]
+    await queue.ack("events", "alerts", claimed, strict=True)
+    [stats] = await queue.subscriber_stats("events", "alerts")
+    assert (stats.position, stats.lag) == (6, 0)  # the trailing non-matching ones are passed
+
+    assert [m.offset for m in await queue.claim("events", "eu", 100)] == [1, 3]
+    [sub] = [s for s in await queue.list_subscribers("events") if s.name == "alerts"]
+    assert sub.filter == {"match": {"type": "alerts.*"}, "payload": {"level": "high"}}
+
+
+@pytest.fixture
+async def live_consumer(
+    queue: pgqueue.Queue,
+) -> AsyncIterator[asyncio.Queue[int]]:
+    """A consumer running for the whole test, acking everything; yields offsets received.
+
+    poll_interval is long, so anything it receives promptly came through NOTIFY."""
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    received: asyncio.Queue[int] = asyncio.Queue()
+
+    async def run() -> None:
+        async for message in queue.consume("orders", "billing", batch=5, poll_interval=60):
+            await message.ack()
+            await received.put(message.offset)
+
+    task = asyncio.create_task(run())
+    yield received
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def _take(received: asyncio.Queue[int], n: int) -> list[int]:
+    return [await within(received.get()) for _ in range(n)]
+
+
+async def test_every_reset_mode_while_a_consumer_runs(
+    queue: pgqueue.Queue, live_consumer: asyncio.Queue[int], database_dsn: str
+) -> None:
+    received = live_consumer
+    await queue.publish_many("orders", list(range(1, 11)))
+    assert await _take(received, 10) == list(range(1, 11))
+
+    # Resets come from elsewhere (another client), as they would from REST or psql.
+    async with pgqueue.connect(database_dsn) as admin:
+
+        async def reset(to: object, dry_run: bool = False) -> pgqueue.ResetResult:
+            [result] = await admin.reset("orders", subscriber="billing", to=to, dry_run=dry_run)
+            return result
+
+        dry = await reset("earliest", dry_run=True)
+        assert (dry.old_position, dry.new_position, dry.applied) == (10, 0, False)
+        await queue.publish("orders", 11)
+        assert await _take(received, 1) == [11]  # the dry run moved nothing
+
+        assert (await reset(4)).new_position == 3
+        assert await _take(received, 8) == list(range(4, 12))
+
+        assert (await reset("earliest")).new_position == 0
+        assert await _take(received, 11) == list(range(1, 12))
+
+        assert (await reset("latest")).new_position == 11
+        await queue.publish("orders", 12)
+        assert await _take(received, 1) == [12]
+
+        # 1-10 share one batch's publish time; 11 and 12 were published one by one.
+        [twelfth] = await queue.read("orders", from_offset=12, limit=1)
+        assert (await reset(twelfth.published_at)).new_position == 11
+        assert await _take(received, 1) == [12]
+
+        assert (await reset(timedelta(hours=1))).new_position == 0  # everything is newer
+        assert await _take(received, 12) == list(range(1, 13))
+
+        assert (await reset("-3")).new_position == 9
+        assert await _take(received, 3) == [10, 11, 12]
+
+        forward = await reset("+5", dry_run=True)
+        assert (forward.old_position, forward.new_position) == (12, 12)  # clamped to the end
+
+        # A reset of every subscriber of the topic, through SQL.
+        conn = await asyncpg.connect(database_dsn)
+        try:
+            rows = await conn.fetch("SELECT * FROM pgqueue.reset('orders', to_offset => 12)")
+        finally:
+            await conn.close()
+        assert [(r["subscriber"], r["new_position"]) for r in rows] == [("billing", 11)]
+        assert await _take(received, 1) == [12]
+    assert received.empty()
+
+
+async def test_reset_clears_in_flight_claims(queue: pgqueue.Queue) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", ["a", "b", "c"])
+    claimed = await queue.claim("orders", "billing", 3)
+    await queue.reset("orders", subscriber="billing", to=2)
+    with pytest.raises(pgqueue.LeaseLost):
+        await queue.ack("orders", "billing", claimed, strict=True)
+    assert await drain(queue, "orders", "billing") == ["b", "c"]
+
+
+async def test_idempotent_publish_returns_the_original_offset(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    await queue.create_topic("orders")
+    first = await queue.publish("orders", {"n": 1}, idempotency_key="order-1")
+    again = await queue.publish("orders", {"n": 2}, idempotency_key="order-1")
+    assert first == again == 1
+    batch = await queue.publish_many(
+        "orders",
+        [
+            {"payload": 3, "idempotency_key": "order-2"},
+            {"payload": 4, "idempotency_key": "order-2"},
+            {"payload": 5, "idempotency_key": "order-1"},
+        ],
+    )
+    assert batch == [2, 2, 1]
+    async with conn.transaction():
+        in_tx = await pgqueue.publish(conn, "orders", {"n": 6}, idempotency_key="order-3")
+    async with conn.transaction():
+        assert await pgqueue.publish(conn, "orders", {"n": 7}, idempotency_key="order-3") == in_tx
+    assert [m.payload for m in await queue.read("orders")] == [{"n": 1}, 3]
+    assert await queue.assign("orders") == 1
+    assert [m.payload for m in await queue.read("orders")] == [{"n": 1}, 3, {"n": 6}]
+
+
+async def test_delayed_message_is_not_delivered_early(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish("orders", "later", delay=1.5)
+    await queue.publish("orders", "now")
+    [now] = await queue.claim("orders", "billing", 10)
+    assert now.payload == "now"
+    await now.ack()
+    [later] = await eventually(lambda: queue.claim("orders", "billing", 10))
+    claimed_at = await conn.fetchval("SELECT now()")
+    assert later.payload == "later"
+    assert claimed_at >= later.published_at + timedelta(seconds=1.5)
+    [stats] = await queue.subscriber_stats("orders", "billing")
+    assert stats.position == 0  # the delayed first message is not done until acked
+    await later.ack()
+    [stats] = await queue.subscriber_stats("orders", "billing")
+    assert stats.position == 2
+
+
+async def test_subscriber_start_positions(queue: pgqueue.Queue) -> None:
+    await queue.create_topic("orders")
+    for n in range(1, 6):  # one by one, so each has its own publish time
+        await queue.publish("orders", n)
+    [third] = await queue.read("orders", from_offset=3, limit=1)
+    starts = {"earliest": 0, "latest": 5, 3: 2, third.published_at: 2}
+    for i, (start, position) in enumerate(starts.items()):
+        subscriber = await queue.subscribe("orders", f"s{i}", start=start)
+        assert subscriber.position == position, start
+    with pytest.raises(pgqueue.SubscriberExists):
+        await queue.subscribe("orders", "s0")
+    await queue.unsubscribe("orders", "s0")
+    with pytest.raises(pgqueue.SubscriberNotFound):
+        await queue.claim("orders", "s0")
+
+
+async def test_claims_carry_the_reset_epoch(queue: pgqueue.Queue, database_dsn: str) -> None:
+    """A consumer drops exactly what was claimed before a reset, whichever arrives first:
+    the reset's NOTIFY or a claim made after the reset."""
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", ["a", "b", "c"])
+    before = await queue.claim("orders", "billing", 3)
+    assert {(m.epoch, m.reset_position) for m in before} == {(0, None)}
+
+    async with pgqueue.connect(database_dsn) as admin:
+        await admin.reset("orders", subscriber="billing", to=2)
+    after = await queue.claim("orders", "billing", 3)  # may run before the NOTIFY arrives
+    assert [(m.offset, m.epoch, m.reset_position) for m in after] == [(2, 1, 1), (3, 1, 1)]
+    assert all(m.epoch >= queue.reset_epoch("orders", "billing") for m in after)
+
+    await eventually(lambda: _true(queue.reset_epoch("orders", "billing") == 1))
+    assert all(m.epoch < queue.reset_epoch("orders", "billing") for m in before)
+    await queue.ack("orders", "billing", after, strict=True)
+    with pytest.raises(pgqueue.LeaseLost):
+        await queue.ack("orders", "billing", before, strict=True)
+
+
+async def _true(value: bool) -> bool:
+    return value
