@@ -139,6 +139,37 @@ def r3(
 
 
 @app.command()
+def r4(
+    dsn: Dsn,
+    messages: Annotated[
+        int, typer.Option(min=1, help="Size of the retained log (the plan: 10,000,000).")
+    ] = 10_000_000,
+    drain: Annotated[int, typer.Option(min=1, help="Backlog drained per phase.")] = 100_000,
+    seconds: Seconds = 10,
+    repeat: Repeat = 3,
+    warmup: Warmup = 2,
+    keep_db: KeepDb = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file (default bench/results/r4.json).")
+    ] = None,
+) -> None:
+    """R4: R1a and R2a on a 10M-message log with an idle transaction holding xmin, against
+    the same on a clean database (also creates and drops database pgqueue_bench_big)."""
+    from bench import r4_scale
+
+    r4_scale.main(
+        dsn,
+        messages=messages,
+        drain=drain,
+        seconds=seconds,
+        repeat=repeat,
+        warmup=warmup,
+        keep_db=keep_db,
+        output=output,
+    )
+
+
+@app.command()
 def report(
     fsync: Annotated[
         bool, typer.Option(help="Run pg_test_fsync (about 15 s) for the disk line.")

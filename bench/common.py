@@ -24,7 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-BENCH_DATABASE = "pgqueue_bench"
+# Another name lets two runs (say, smoke runs while developing) share a server.
+BENCH_DATABASE = os.environ.get("PGQUEUE_BENCH_DATABASE", "pgqueue_bench")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,9 +1,9 @@
 """docs/BENCHMARKS.md from the JSON results in bench/results (`python -m bench report`).
 
-Reads r1.json, r2.json and r3.json, whichever exist (a missing one gives "not run" rows), runs
-`pg_test_fsync` briefly (about 15 s) for the machine's durable-write rate, draws PNG plots into
-docs/bench/ with matplotlib (skipped with a note when it is not installed) and writes the
-markdown. Nothing here measures a queue: the figures are the ones the JSON files hold.
+Reads bench/results/<row>.json for every row script, whichever exist (a missing one gives "not
+run" rows), runs `pg_test_fsync` briefly (about 15 s) for the machine's durable-write rate,
+draws PNG plots into docs/bench/ with matplotlib (skipped with a note when it is not installed)
+and writes the markdown. Nothing here measures a queue: the figures are the JSON files' own.
 """
 
 from __future__ import annotations
@@ -24,21 +24,34 @@ OUTPUT = DOCS / "BENCHMARKS.md"
 PLOTS_DIR = DOCS / "bench"
 FSYNC_TEST_FILE = Path("/tmp/pgqueue-fsync-test")
 
-BENCHMARKS = ("r1", "r2", "r3")
+BENCHMARKS = ("r1", "r1c", "r2", "r3", "r4", "r5", "r6", "r7")
 # Rows a full run produces, for the "not run" lines of a missing result file.
 EXPECTED_ROWS = {
     "r1": ("r1a", "r1a-procs", "r1b"),
+    "r1c": ("r1c", "r1c-batch"),
     "r2": ("r2a", "r2a-piggyback", "r2b", "r2b-piggyback"),
     "r3": ("r3", "r3-redis", "r3-nats"),
+    "r4": ("r4-publish", "r4-drain"),
+    "r5": ("r5",),
+    "r6": ("r6",),
+    "r7": ("r7",),
 }
-NOT_MEASURED = (
+# Sweeps some rows record besides their ratio: (result, series, x axis, title, file).
+SERIES_PLOTS = (
     (
-        "R4",
-        "10M-message log with an idle-in-transaction session holding xmin",
+        "r5",
+        "publishers",
+        "publisher tasks",
+        "publish throughput against publisher count",
+        "publishers.png",
     ),
-    ("R5", "publish rate while consumers LISTEN and drain, against no consumers"),
-    ("R6", "publish with 100 subscribers, against 1 subscriber"),
-    ("R7", "10-minute sustained mixed load, against its first minute"),
+    (
+        "r6",
+        "subscribers",
+        "subscribers on the topic",
+        "publish throughput against fan-out",
+        "fanout.png",
+    ),
 )
 # Points of the R3 latency CDF: percentile name in the JSON -> cumulative fraction.
 # "max" (fraction 1) has no place on the logit axis; it is in the R3 table.
@@ -188,21 +201,37 @@ def fsync_line() -> str:
 # --- tables -----------------------------------------------------------------------------------
 
 
+def _check_value(value: Any) -> str:
+    if isinstance(value, dict):  # a Summary
+        return _ratio(value)
+    if isinstance(value, int):
+        return _count(value)
+    return f"{value:.2f}"
+
+
 def _throughput_row(row: dict[str, Any]) -> list[str]:
     label = _row_label(row["id"])
-    goal = f"≥ {row['goal']:g}"
+    checks = row.get("checks", [])
+    goal = "; ".join([f"≥ {row['goal']:g}"] + [f"{c['name']} {c['goal']}" for c in checks])
     if "skipped" in row or "pgqueue" not in row:
         reason = row.get("skipped", "not measured")
         return [label, row["what"], f"skipped: {reason}", "–", "–", goal, "–"]
     unit = row.get("unit", "/s")
+    ratio = _ratio(row["ratio"])
+    for check in checks:
+        ratio += f"; {check['name']} {_check_value(check['value'])}"
+    met = "; ".join(
+        [_yes_no(bool(row["met"]))]
+        + [f"{check['name']} {_yes_no(bool(check['met']))}" for check in checks]
+    )
     return [
         label,
         row["what"],
         f"{_count(row['pgqueue']['median'])} {unit}",
         f"{_count(row['baseline']['median'])} {unit} ({row['baseline_name']})",
-        _ratio(row["ratio"]),
+        ratio,
         goal,
-        _yes_no(bool(row["met"])),
+        met,
     ]
 
 
@@ -243,8 +272,6 @@ def summary_table(results: dict[str, dict[str, Any] | None]) -> list[str]:
         for row in data["rows"]:
             cells = _latency_row(row) if name == "r3" else _throughput_row(row)
             lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
-    for label, what in NOT_MEASURED:
-        lines.append(f"| {label} | {_cell(what)} | not measured yet | | | | |")
     return lines
 
 
@@ -371,6 +398,39 @@ def plot_throughput(results: dict[str, dict[str, Any] | None], path: Path) -> bo
     return True
 
 
+def plot_series(data: dict[str, Any], series: str, xlabel: str, title: str, path: Path) -> bool:
+    """Median msg/s with min–max whiskers against the swept quantity."""
+    points = data.get("series", {}).get(series)
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [point["x"] for point in points]
+    medians = [point["median"] for point in points]
+    errors = [
+        [point["median"] - point["min"] for point in points],
+        [point["max"] - point["median"] for point in points],
+    ]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(xs, medians, yerr=errors, marker="o", capsize=3)
+    ax.set_xscale("log" if max(xs) > 20 * min(xs) else "linear")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("msg/s")
+    ax.set_title(f"{title} (median, min–max)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
 # --- document ---------------------------------------------------------------------------------
 
 
@@ -383,10 +443,10 @@ def render(
         "<!-- Generated by `python -m bench all --dsn ...` or `python -m bench report` from "
         "bench/results/*.json; edits here are overwritten. -->",
         "",
-        "Generated by `python -m bench all --dsn ...` (runs R1, R2, R3, then this report) or "
+        "Generated by `python -m bench all --dsn ...` (runs every row, then this report) or "
         "`python -m bench report` (this report only, from the JSON in bench/results/) on "
-        f"{time.strftime('%Y-%m-%d %H:%M %z')}. Throughput figures (R1, R2) are ratios against "
-        "a baseline measured in the same run on the same machine; latency figures (R3) are "
+        f"{time.strftime('%Y-%m-%d %H:%M %z')}. Throughput figures (R1, R2, R4–R7) are ratios "
+        "against a baseline measured in the same run on the same machine; latency figures (R3) are "
         "absolute, with reference systems measured the same way.",
         "",
         "## Where the figures come from",
@@ -402,7 +462,9 @@ def render(
         "",
         "Ratios are pgqueue / baseline per repetition (pairs measured side by side), then the "
         "median and min–max of those ratios; a goal is met when the median ratio reaches it. "
-        "R3 figures are medians of the repetitions' percentiles.",
+        "R3 figures are medians of the repetitions' percentiles. A row with further goals (R4, "
+        "R7) lists each check after the ratio; R7 is one run of 10 minutes, its ratios are "
+        "the last minute against the first.",
         "",
     ]
     r3 = results["r3"]
@@ -441,6 +503,10 @@ def main(*, output: Path = OUTPUT, run_fsync: bool = True) -> Path:
         cdf = PLOTS_DIR / "r3_latency_cdf.png"
         if r3 is not None and plot_latency_cdf(r3, cdf):
             plots.append(("R3 latency CDF per system", "bench/r3_latency_cdf.png"))
+        for name, series, xlabel, title, filename in SERIES_PLOTS:
+            data = results[name]
+            if data is not None and plot_series(data, series, xlabel, title, PLOTS_DIR / filename):
+                plots.append((title, f"bench/{filename}"))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render(results, fsync=fsync, plots=plots))
     return output
