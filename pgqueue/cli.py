@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -165,11 +166,49 @@ def topics_list(dsn: Dsn = None) -> None:
 
 @topics_app.command("create")
 def topics_create(
-    name: str, dsn: Dsn = None, description: Annotated[str, typer.Option()] = ""
+    name: str,
+    dsn: Dsn = None,
+    description: Annotated[str, typer.Option()] = "",
+    retention_count: Annotated[
+        int | None, typer.Option(min=1, help="Keep about this many newest messages.")
+    ] = None,
+    retention_age: Annotated[
+        float | None, typer.Option(min=0.001, help="Keep messages for this many seconds.")
+    ] = None,
+    segment_size: Annotated[
+        int | None,
+        typer.Option(min=10, help="Offsets per log segment, the unit retention removes."),
+    ] = None,
 ) -> None:
     """Create a topic."""
-    topic = with_queue(dsn, lambda q: q.create_topic(name, description=description))
+    topic = with_queue(
+        dsn,
+        lambda q: q.create_topic(
+            name,
+            description=description,
+            retention_max_count=retention_count,
+            retention_max_age=timedelta(seconds=retention_age) if retention_age else None,
+            segment_size=segment_size,
+        ),
+    )
     out.print(f"created topic {topic.name}")
+
+
+@topics_app.command("retention")
+def topics_retention(
+    name: Annotated[str | None, typer.Argument(help="One topic (default: all).")] = None,
+    dsn: Dsn = None,
+) -> None:
+    """Run a retention pass now: remove the log segments past each topic's retention."""
+    results = with_queue(dsn, lambda q: q.enforce_retention(name))
+    table(
+        [vars(r) for r in results],
+        "topic",
+        "segments_removed",
+        "messages_removed",
+        "first_offset",
+        "subscribers_moved",
+    )
 
 
 @topics_app.command("delete")

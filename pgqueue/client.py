@@ -25,6 +25,7 @@ from pgqueue.models import (
     DeadLetter,
     Message,
     ResetResult,
+    RetentionResult,
     StoredMessage,
     Subscriber,
     SubscriberStats,
@@ -109,7 +110,10 @@ class Queue:
         retention_max_count: int | None = None,
         max_payload_bytes: int | None = None,
         dedup_window: timedelta | None = None,
+        segment_size: int | None = None,
     ) -> Topic:
+        """segment_size: offsets per log partition, the unit retention removes (default
+        1,000,000; fixed for the topic's life)."""
         row = await self._fetchrow(
             "create_topic",
             name,
@@ -118,6 +122,7 @@ class Queue:
             retention_max_count,
             max_payload_bytes or self.settings.max_payload_bytes,
             dedup_window or timedelta(days=1),
+            segment_size,
         )
         return Topic.from_row(row)
 
@@ -470,6 +475,12 @@ class Queue:
     ) -> int:
         count: int = await self._fetchval("purge_dead_letters", topic, subscriber, first, last)
         return count
+
+    async def enforce_retention(self, topic: str | None = None) -> list[RetentionResult]:
+        """Removes the segments past retention of one topic or of every topic that has a
+        retention policy (the server does this every retention_interval seconds)."""
+        rows = await self._fetch("enforce_retention", topic)
+        return [RetentionResult.from_row(r) for r in rows]
 
     async def topic_stats(self, topic: str | None = None) -> list[TopicStats]:
         return [TopicStats.from_row(r) for r in await self._fetch("topic_stats", topic)]

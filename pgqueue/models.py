@@ -22,6 +22,7 @@ class Topic:
     retention_max_count: int | None
     max_payload_bytes: int
     dedup_window: timedelta
+    segment_size: int
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Topic:
@@ -33,6 +34,7 @@ class Topic:
             retention_max_count=row["retention_max_count"],
             max_payload_bytes=row["max_payload_bytes"],
             dedup_window=row["dedup_window"],
+            segment_size=row["segment_size"],
         )
 
 
@@ -219,3 +221,24 @@ class SubscriberStats:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SubscriberStats:
         return cls(**dict(row))
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What one retention pass did to a topic."""
+
+    topic: str
+    segments_removed: int
+    messages_removed: int
+    first_offset: int  # the oldest offset still readable (last + 1 when none is)
+    subscribers_moved: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RetentionResult:
+        return cls(
+            topic=row["topic_name"],
+            segments_removed=row["segments_removed"],
+            messages_removed=row["messages_removed"],
+            first_offset=row["first_offset"],
+            subscribers_moved=row["subscribers_moved"],
+        )

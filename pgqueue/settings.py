@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Every knob pgqueue reads. See docs/configuration.md for each one."""
+    """Every knob pgqueue reads; the README's Configuration table lists them."""
 
     model_config = SettingsConfigDict(env_prefix="PGQUEUE_", env_file=".env", extra="ignore")
 
@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=10, ge=1)
     default_lease: float = Field(default=30.0, gt=0, description="Seconds a claim is leased.")
     listener_reconnect_delay: float = Field(default=0.5, gt=0)
+    retention_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between the servers' retention passes (0: none; call "
+        "pgqueue.enforce_retention() yourself).",
+    )
     publish_batching: bool = Field(
         default=True,
         description="Concurrent Queue.publish calls to one topic share a round trip.",

@@ -57,6 +57,7 @@ async def create_topic(body: TopicIn, queue: QueueDep) -> TopicOut:
         retention_max_age=_seconds(body.retention_max_age_s),
         retention_max_count=body.retention_max_count,
         max_payload_bytes=body.max_payload_bytes,
+        segment_size=body.segment_size,
     )
     return TopicOut.of(topic)
 

@@ -20,6 +20,9 @@ class TopicIn(Strict):
     retention_max_age_s: float | None = Field(default=None, gt=0)
     retention_max_count: int | None = Field(default=None, gt=0)
     max_payload_bytes: int | None = Field(default=None, gt=0)
+    segment_size: int | None = Field(
+        default=None, ge=10, description="Offsets per log segment, the unit retention removes."
+    )
 
 
 class TopicPatch(Strict):
@@ -37,6 +40,7 @@ class TopicOut(BaseModel):
     retention_max_age_s: float | None
     retention_max_count: int | None
     max_payload_bytes: int
+    segment_size: int
 
     @classmethod
     def of(cls, topic: pgqueue.Topic) -> TopicOut:
@@ -48,6 +52,7 @@ class TopicOut(BaseModel):
             retention_max_age_s=age.total_seconds() if age else None,
             retention_max_count=topic.retention_max_count,
             max_payload_bytes=topic.max_payload_bytes,
+            segment_size=topic.segment_size,
         )
 
 

@@ -230,3 +230,21 @@ async def test_the_services_run_separately_and_talk_through_postgres(database_ds
         for proc in procs:
             proc.terminate()
             await within(proc.wait(), 20)
+
+
+async def test_topic_retention_from_the_command_line(database_dsn: str) -> None:
+    dsn = database_dsn
+    created = await cli(
+        "topics", "create", "logs", "--retention-count", "10", "--segment-size", "10", dsn=dsn
+    )
+    assert "created topic logs" in created
+    assert "published 35 messages" in await cli("publish", "logs", "x", "--count", "35", dsn=dsn)
+    out = await cli("topics", "retention", "logs", dsn=dsn)
+    # Segments 0 and 1 (offsets 1-19) have 10 newer messages; segment 2 ends at 29 > 35 - 10.
+    assert "logs" in out and "19" in out and "20" in out, out
+    async with pgqueue.connect(dsn) as q:
+        [topic] = await q.list_topics("logs")
+        assert (topic.retention_max_count, topic.segment_size) == (10, 10)
+        assert [m.offset for m in await q.read("logs", limit=1)] == [20]
+    assert "logs" in await cli("topics", "retention", dsn=dsn)
+    await cli("topics", "retention", "nope", dsn=dsn, ok=False)

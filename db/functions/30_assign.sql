@@ -25,6 +25,8 @@ DECLARE
     prev_xip xid8[];
     last_off bigint;
     moved integer;
+    room bigint;
+    waiting bigint;
 BEGIN
     -- Each statement below takes a fresh snapshot, later than the lock: it sees what the
     -- previous round committed.
@@ -38,6 +40,22 @@ BEGIN
     -- No previous round (a new topic): every pending row of the topic is a candidate.
     prev_xmax := coalesce(pg_snapshot_xmax(prev), '0'::xid8);
     prev_xip := ARRAY(SELECT pg_snapshot_xip(prev));
+    -- The segments ahead take segment_size rows or more; a bigger round (a huge publishing
+    -- transaction) makes room first. Counted without the visibility test: an upper bound.
+    room := (last_off / t.segment_size + 2) * t.segment_size - 1 - last_off;
+    SELECT count(*) INTO waiting FROM (
+        SELECT 1 FROM pgqueue.pending p WHERE p.topic_id = t.topic_id AND p.xid >= prev_xmax
+        UNION ALL
+        SELECT 1 FROM pgqueue.pending p WHERE p.topic_id = t.topic_id AND p.xid = ANY (prev_xip)
+        LIMIT room + 1) w;
+    IF waiting > room THEN
+        SELECT count(*) INTO waiting FROM (
+            SELECT 1 FROM pgqueue.pending p WHERE p.topic_id = t.topic_id AND p.xid >= prev_xmax
+            UNION ALL
+            SELECT 1 FROM pgqueue.pending p
+             WHERE p.topic_id = t.topic_id AND p.xid = ANY (prev_xip)) w;
+        PERFORM pgqueue._make_room(t, last_off, waiting);
+    END IF;
     -- Two DELETEs, not one with OR: each keeps its xid range in the index condition even in
     -- the generic plan PL/pgSQL caches, so dead entries below the window are never visited.
     -- They are disjoint: every xid in the in-progress list is below xmax.
@@ -64,6 +82,7 @@ BEGIN
            CASE WHEN n.new_offset = n.round_last THEN s END
       FROM numbered n;
     GET DIAGNOSTICS moved = ROW_COUNT;
+    PERFORM pgqueue._make_room(t, last_off, moved);  -- a new segment ahead, if we entered one
 
     IF moved > 0 THEN
         -- One coalesced hint per round, sent from the round's own short transaction.

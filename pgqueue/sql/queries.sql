@@ -3,7 +3,7 @@
 
 -- name: create_topic
 SELECT * FROM pgqueue.create_topic($1::text, $2::text, $3::interval, $4::bigint, $5::integer,
-                                   $6::interval)
+                                   $6::interval, $7::bigint)
 
 -- name: alter_topic
 SELECT * FROM pgqueue.alter_topic($1::text, $2::text, $3::interval, $4::bigint, $5::integer,
@@ -98,3 +98,6 @@ SELECT 1
 
 -- name: seconds_until_due
 SELECT pgqueue.seconds_until_due($1::text, $2::text)
+
+-- name: enforce_retention
+SELECT * FROM pgqueue.enforce_retention($1::text)

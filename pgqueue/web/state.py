@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -11,18 +14,47 @@ from fastapi import Depends, FastAPI, Request
 import pgqueue
 from pgqueue.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 @asynccontextmanager
 async def queue_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Opens the app's Queue for as long as the app runs."""
+    """Opens the app's Queue for as long as the app runs, and runs retention passes."""
     settings: Settings = app.state.settings
     queue = await pgqueue.connect(settings=settings)
     app.state.queue = queue
+    retention = (
+        asyncio.create_task(_retention_loop(queue, settings.retention_interval))
+        if settings.retention_interval > 0
+        else None
+    )
     try:
         yield
     finally:
+        if retention is not None:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
         app.state.queue = None
         await queue.close()
+
+
+async def _retention_loop(queue: pgqueue.Queue, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            for result in await queue.enforce_retention():
+                if result.segments_removed:
+                    log.info(
+                        "retention removed %d messages of topic %s; it now starts at %d",
+                        result.messages_removed,
+                        result.topic,
+                        result.first_offset,
+                    )
+        except Exception:
+            # A background loop must outlive a bad pass (a restarting database, say); the
+            # next one tries again.
+            log.exception("retention pass failed")
 
 
 def get_queue(request: Request) -> pgqueue.Queue:

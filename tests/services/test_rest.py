@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import httpx
 
+from pgqueue.settings import Settings
+from tests.services.conftest import serving
+from tests.support import eventually
+
 
 async def test_topic_publish_browse_and_stats(http: httpx.AsyncClient) -> None:
     created = await http.post("/topics", json={"name": "orders", "description": "demo"})
@@ -104,3 +108,28 @@ async def test_errors_are_json_with_the_right_status(http: httpx.AsyncClient) ->
     # The database is intact and the server still answers.
     assert (await http.get("/topics/orders/messages")).json()["messages"] == []
     assert (await http.get("/readyz")).status_code == 200
+
+
+async def test_the_server_enforces_retention(database_dsn: str) -> None:
+    settings = Settings(database_url=database_dsn, poll_interval=30.0, retention_interval=0.05)
+    with serving(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            too_small = await http.post("/topics", json={"name": "logs", "segment_size": 5})
+            assert too_small.status_code == 422
+            created = await http.post(
+                "/topics", json={"name": "logs", "retention_max_count": 10, "segment_size": 10}
+            )
+            assert (created.status_code, created.json()["segment_size"]) == (201, 10)
+            published = await http.post(
+                "/topics/logs/messages/batch",
+                json={"messages": [{"payload": i} for i in range(1, 36)]},
+            )
+            assert published.status_code == 201
+
+            async def first_offset() -> int | None:
+                page = (await http.get("/topics/logs/messages", params={"from": 1})).json()
+                first: int = page["messages"][0]["offset"]
+                return first if first > 1 else None
+
+            # Offsets 1-19 (segments 0 and 1) have 10 newer messages; the next pass drops them.
+            assert await eventually(first_offset) == 20

@@ -5,6 +5,8 @@ Revises:
 Create Date: 2026-11-23
 
 Why the tables look like this (see docs/design.md):
+- `message` is partitioned into per-topic segments of offsets, so retention truncates and drops
+  whole segments instead of deleting rows.
 - `pending` takes publishes without an offset, so writers never wait for each other; an
   assignment round moves committed rows into `message` with dense offsets. `message` is therefore
   insert-only: no UPDATE or DELETE ever touches the log except retention.
@@ -37,7 +39,9 @@ UPGRADE = [
         retention_max_count bigint CHECK (retention_max_count > 0),
         max_payload_bytes   integer NOT NULL DEFAULT 1048576 CHECK (max_payload_bytes > 0),
         dedup_window        interval NOT NULL DEFAULT interval '1 day'
-                            CHECK (dedup_window >= interval '0')
+                            CHECK (dedup_window >= interval '0'),
+        -- Offsets per log partition: retention removes whole segments (see pgqueue.segment).
+        segment_size        bigint NOT NULL DEFAULT 1000000 CHECK (segment_size >= 10)
     )
     """,
     "CREATE SEQUENCE pgqueue.message_id_seq AS bigint CACHE 32",
@@ -72,9 +76,22 @@ UPGRADE = [
         -- Set on the last row of each assignment round: the snapshot that round saw.
         round_snapshot  pg_snapshot,
         PRIMARY KEY (topic_id, "offset")
+    ) PARTITION BY RANGE (topic_id, "offset")
+    """,
+    # Unique by construction (one sequence); a unique index would have to include "offset".
+    "CREATE INDEX message_topic_message_id ON pgqueue.message (topic_id, message_id)",
+    # The log's partitions: segment k of a topic holds offsets [k, k + 1) * segment_size, in
+    # a table pgqueue.message_<topic_id>_<k>. Rows change only when a segment is created or
+    # removed, never per message.
+    """
+    CREATE TABLE pgqueue.segment (
+        topic_id        integer NOT NULL,
+        segment         bigint NOT NULL CHECK (segment >= 0),
+        -- Truncated by retention, to be dropped when the parent's lock can be had.
+        emptied         boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (topic_id, segment)
     )
     """,
-    "CREATE UNIQUE INDEX message_topic_message_id ON pgqueue.message (topic_id, message_id)",
     """
     CREATE TABLE pgqueue.idempotency (
         topic_id        integer NOT NULL,

@@ -106,6 +106,7 @@ BEGIN
          WHERE m.topic_id = t.topic_id
          ORDER BY m."offset" DESC LIMIT 1;
         last_off := coalesce(last_off, 0);
+        PERFORM pgqueue._make_room(t, last_off, n);
     END IF;
 
     IF idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0 THEN
