@@ -74,7 +74,7 @@ async def test_publish_claim_and_ack_plans(
         [rows[0]["lease_token"]],
     )
     _assert_no_seq_scan(ack)
-    assert "delivery_pkey" in ack
+    assert "delivery_pkey" in ack, ack
     assert (
         len(
             await conn.fetchval(
@@ -85,6 +85,10 @@ async def test_publish_claim_and_ack_plans(
         )
         == 0
     )  # the first ack took them all
+
+    # The next-due lookup (the delivery loop's sleep) reads the partial due index.
+    due = await _plans(conn, "SELECT pgqueue.seconds_until_due('big', 'reader')")
+    assert "delivery_due" in due, due
 
 
 async def test_in_transaction_publish_and_round_plans(

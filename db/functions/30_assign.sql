@@ -11,12 +11,15 @@
 -- The round itself; the caller holds the topic's assignment lock.
 -- Its statements are built for index ranges only. pending is often empty when a plan is
 -- cached, which makes a sequential scan look free; that plan would then be kept while dead
--- rows pile up behind a long transaction. enable_seqscan = off keeps the index plan.
+-- rows pile up behind a long transaction. The enable_* settings keep the index plan.
 CREATE OR REPLACE FUNCTION pgqueue._assign_locked(t pgqueue.topic)
 RETURNS integer
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
     s pg_snapshot;
@@ -99,6 +102,9 @@ RETURNS integer
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
     prev pg_snapshot;
