@@ -170,6 +170,97 @@ def r4(
 
 
 @app.command()
+def r1c(
+    dsn: Dsn,
+    seconds: Seconds = 10,
+    repeat: Repeat = 3,
+    warmup: Warmup = 2,
+    keep_db: KeepDb = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file (default bench/results/r1c.json).")
+    ] = None,
+) -> None:
+    """R1c: REST publish throughput (`pgqueue serve`), 1 and 100 messages per request, against
+    the library's R1a/R1b figures measured in the same run."""
+    from bench import r1c_rest
+
+    r1c_rest.main(
+        dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+    )
+
+
+@app.command()
+def r5(
+    dsn: Dsn,
+    seconds: Seconds = 10,
+    repeat: Repeat = 3,
+    warmup: Warmup = 2,
+    keep_db: KeepDb = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file (default bench/results/r5.json).")
+    ] = None,
+) -> None:
+    """R5: R1a's publish rate while 2 subscribers x 2 consumers drain (LISTEN), against no
+    consumer; plus the publish rate with 1, 2, 4, 8 publisher tasks."""
+    from bench import r5_listening
+
+    r5_listening.main(
+        dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+    )
+
+
+@app.command()
+def r6(
+    dsn: Dsn,
+    seconds: Seconds = 10,
+    repeat: Repeat = 3,
+    warmup: Warmup = 2,
+    keep_db: KeepDb = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file (default bench/results/r6.json).")
+    ] = None,
+) -> None:
+    """R6: R1a's publish rate with 100 subscribers on the topic, against 1; plus 10."""
+    from bench import r6_fanout
+
+    r6_fanout.main(
+        dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+    )
+
+
+@app.command()
+def r7(
+    dsn: Dsn,
+    minutes: Annotated[
+        int, typer.Option(min=2, help="Minutes of sustained load (the plan: 10).")
+    ] = 10,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Repetitions, each on a fresh database (R7 is long: 1).")
+    ] = 1,
+    minute_seconds: Annotated[
+        float, typer.Option(min=1.0, hidden=True, help="Seconds per 'minute' (smoke runs).")
+    ] = 60.0,
+    keep_db: KeepDb = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file (default bench/results/r7.json).")
+    ] = None,
+) -> None:
+    """R7: sustained mixed load (publish open loop at 50 % of the max rate, 3 subscribers x 2
+    consumers); delivered throughput, p99 and PostgreSQL RSS of the last minute against the
+    first. Needs the bench extra (hdrhistogram, psutil)."""
+    from bench import r7_sustained
+
+    r7_sustained.main(
+        dsn,
+        minutes=minutes,
+        minute_seconds=minute_seconds,
+        repeat=repeat,
+        keep_db=keep_db,
+        output=output,
+    )
+
+
+@app.command()
 def report(
     fsync: Annotated[
         bool, typer.Option(help="Run pg_test_fsync (about 15 s) for the disk line.")
