@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from bench import common
+
 app = typer.Typer(
     help="pgqueue benchmarks. Throughput figures are ratios against a baseline measured in the "
     "same run; latency figures (R3) are absolute.",
@@ -50,9 +52,10 @@ def r1(
     """R1a/R1b: publish throughput, 1 and 100 messages per call, against pgbench INSERTs."""
     from bench import r1_publish
 
-    r1_publish.main(
-        dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
-    )
+    with common.autovacuum_on(dsn):
+        r1_publish.main(
+            dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+        )
 
 
 @app.command()
@@ -79,14 +82,15 @@ def r2(
     Streams. Needs the bench extra (pgqueuer, redis)."""
     from bench import r2_drain
 
-    r2_drain.main(
-        dsn,
-        messages=messages,
-        repeat=repeat,
-        keep_db=keep_db,
-        redis_url=redis_url,
-        output=output,
-    )
+    with common.autovacuum_on(dsn):
+        r2_drain.main(
+            dsn,
+            messages=messages,
+            repeat=repeat,
+            keep_db=keep_db,
+            redis_url=redis_url,
+            output=output,
+        )
 
 
 @app.command()
@@ -125,17 +129,18 @@ def r3(
     Redis Streams and NATS JetStream measured the same way as reference rows."""
     from bench import r3_latency
 
-    r3_latency.main(
-        dsn,
-        systems=[name.strip() for name in systems.split(",") if name.strip()],
-        seconds=seconds,
-        repeat=repeat,
-        warmup=warmup,
-        rate=rate,
-        max_rate=max_rate,
-        keep_db=keep_db,
-        output=output,
-    )
+    with common.autovacuum_on(dsn):
+        r3_latency.main(
+            dsn,
+            systems=[name.strip() for name in systems.split(",") if name.strip()],
+            seconds=seconds,
+            repeat=repeat,
+            warmup=warmup,
+            rate=rate,
+            max_rate=max_rate,
+            keep_db=keep_db,
+            output=output,
+        )
 
 
 @app.command()
@@ -157,16 +162,17 @@ def r4(
     the same on a clean database (also creates and drops database pgqueue_bench_big)."""
     from bench import r4_scale
 
-    r4_scale.main(
-        dsn,
-        messages=messages,
-        drain=drain,
-        seconds=seconds,
-        repeat=repeat,
-        warmup=warmup,
-        keep_db=keep_db,
-        output=output,
-    )
+    with common.autovacuum_on(dsn):
+        r4_scale.main(
+            dsn,
+            messages=messages,
+            drain=drain,
+            seconds=seconds,
+            repeat=repeat,
+            warmup=warmup,
+            keep_db=keep_db,
+            output=output,
+        )
 
 
 @app.command()
@@ -184,9 +190,10 @@ def r1c(
     the library's R1a/R1b figures measured in the same run."""
     from bench import r1c_rest
 
-    r1c_rest.main(
-        dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
-    )
+    with common.autovacuum_on(dsn):
+        r1c_rest.main(
+            dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+        )
 
 
 @app.command()
@@ -204,9 +211,10 @@ def r5(
     consumer; plus the publish rate with 1, 2, 4, 8 publisher tasks."""
     from bench import r5_listening
 
-    r5_listening.main(
-        dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
-    )
+    with common.autovacuum_on(dsn):
+        r5_listening.main(
+            dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+        )
 
 
 @app.command()
@@ -223,9 +231,10 @@ def r6(
     """R6: R1a's publish rate with 100 subscribers on the topic, against 1; plus 10."""
     from bench import r6_fanout
 
-    r6_fanout.main(
-        dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
-    )
+    with common.autovacuum_on(dsn):
+        r6_fanout.main(
+            dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+        )
 
 
 @app.command()
@@ -250,14 +259,15 @@ def r7(
     first. Needs the bench extra (hdrhistogram, psutil)."""
     from bench import r7_sustained
 
-    r7_sustained.main(
-        dsn,
-        minutes=minutes,
-        minute_seconds=minute_seconds,
-        repeat=repeat,
-        keep_db=keep_db,
-        output=output,
-    )
+    with common.autovacuum_on(dsn):
+        r7_sustained.main(
+            dsn,
+            minutes=minutes,
+            minute_seconds=minute_seconds,
+            repeat=repeat,
+            keep_db=keep_db,
+            output=output,
+        )
 
 
 @app.command()
@@ -275,28 +285,35 @@ def report(
 
 @app.command("all")
 def all_rows(dsn: Dsn) -> None:
-    """R1, R2, R3 in sequence with their defaults, then the report. A row that fails does not
-    stop the others; the exit status is non-zero when one did."""
+    """Every row in sequence with its defaults (about 1.5 hours, most of it R4's 10M-message
+    log and R7's 10 minutes), then the report. A row that fails does not stop the others; the
+    exit status is non-zero when one did."""
     # Called as plain functions, the options' envvars are not read: pass R2's on by hand (R3
     # reads its own from the environment).
     redis_url = os.environ.get("PGQUEUE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     rows: tuple[tuple[str, Callable[[], None]], ...] = (
         ("r1", lambda: r1(dsn=dsn)),
+        ("r1c", lambda: r1c(dsn=dsn)),
         ("r2", lambda: r2(dsn=dsn, redis_url=redis_url)),
         ("r3", lambda: r3(dsn=dsn)),
+        ("r4", lambda: r4(dsn=dsn)),
+        ("r5", lambda: r5(dsn=dsn)),
+        ("r6", lambda: r6(dsn=dsn)),
+        ("r7", lambda: r7(dsn=dsn)),
     )
     failed = []
-    for name, run in rows:
-        typer.echo(f"=== {name} ===")
-        try:
-            run()
-        except SystemExit as error:
-            if error.code not in (None, 0):
-                typer.echo(f"{name} failed: {error.code}", err=True)
+    with common.autovacuum_on(dsn):
+        for name, run in rows:
+            typer.echo(f"=== {name} ===")
+            try:
+                run()
+            except SystemExit as error:
+                if error.code not in (None, 0):
+                    typer.echo(f"{name} failed: {error.code}", err=True)
+                    failed.append(name)
+            except Exception as error:
+                typer.echo(f"{name} failed: {error!r}", err=True)
                 failed.append(name)
-        except Exception as error:
-            typer.echo(f"{name} failed: {error!r}", err=True)
-            failed.append(name)
     report()
     if failed:
         raise typer.Exit(1)

@@ -16,7 +16,8 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ SETTINGS = (
     "wal_sync_method",
     "full_page_writes",
     "commit_delay",
+    "autovacuum",
     "shared_buffers",
     "max_connections",
 )
@@ -107,6 +109,44 @@ async def server_settings(dsn: str) -> dict[str, str]:
     finally:
         await conn.close()
     return {row["name"]: row["value"] for row in rows}
+
+
+@contextmanager
+def autovacuum_on(maintenance_dsn: str) -> Iterator[None]:
+    """Autovacuum on for the block, as on any production server, then as it was.
+
+    A queue turns rows over all the time (deliveries, cursors); with autovacuum off, as on
+    some CI machines, those tables only grow and a benchmark measures the bloat. The change
+    goes through ALTER SYSTEM and a reload, like R2's Redis settings, and is reset afterwards.
+    """
+    changed = asyncio.run(_autovacuum(maintenance_dsn, on=True))
+    try:
+        yield
+    finally:
+        if changed:
+            asyncio.run(_autovacuum(maintenance_dsn, on=False))
+
+
+async def _autovacuum(maintenance_dsn: str, *, on: bool) -> bool:
+    """Turns autovacuum on if it is off (True when it did), or resets what that did."""
+    conn = await asyncpg.connect(maintenance_dsn)
+    try:
+        if on:
+            if await conn.fetchval("SELECT current_setting('autovacuum')::boolean"):
+                return False
+            await conn.execute("ALTER SYSTEM SET autovacuum = on")
+        else:
+            await conn.execute("ALTER SYSTEM RESET autovacuum")
+        await conn.execute("SELECT pg_reload_conf()")
+        # The reload is a signal; wait until this backend has read the file again.
+        deadline = time.monotonic() + 10
+        while await conn.fetchval("SELECT current_setting('autovacuum')::boolean") != on:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not take the new autovacuum setting")
+            await asyncio.sleep(0.05)
+        return True
+    finally:
+        await conn.close()
 
 
 def durability_problems(settings: dict[str, str]) -> list[str]:

@@ -492,6 +492,23 @@ def shell(dsn: Dsn = None) -> None:
     run(Shell(dsn, out).run())
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """The benchmarks (`python -m bench` of a source checkout): `pgqueue bench all --dsn URL`,
+    `pgqueue bench r1 --help`, ..."""
+    import subprocess
+    import sys
+
+    # bench/ is not installed with the package: it lives beside it in the source tree.
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "__main__.py").is_file():
+        raise fail(f"no benchmarks here: bench/ is in the source checkout, not under {root}")
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "bench", *ctx.args], cwd=root))
+
+
 def main() -> None:
     app()
 

@@ -248,3 +248,9 @@ async def test_topic_retention_from_the_command_line(database_dsn: str) -> None:
         assert [m.offset for m in await q.read("logs", limit=1)] == [20]
     assert "logs" in await cli("topics", "retention", dsn=dsn)
     await cli("topics", "retention", "nope", dsn=dsn, ok=False)
+
+
+async def test_bench_forwards_to_the_benchmarks() -> None:
+    listed = await cli("bench", "--help", dsn=None)
+    assert "r1c" in listed and "r7" in listed and "report" in listed
+    assert "No such command" in await cli("bench", "r99", dsn=None, ok=False)
