@@ -201,7 +201,9 @@ def fsync_line() -> str:
 # --- tables -----------------------------------------------------------------------------------
 
 
-def _check_value(value: Any) -> str:
+def _check_value(name: str, value: Any) -> str:
+    if isinstance(value, dict) and name.endswith("growth"):  # a Summary of fractions
+        return f"{value['median']:+.1%} ({value['min']:+.1%} to {value['max']:+.1%})"
     if isinstance(value, dict):  # a Summary
         return _ratio(value)
     if isinstance(value, int):
@@ -219,7 +221,7 @@ def _throughput_row(row: dict[str, Any]) -> list[str]:
     unit = row.get("unit", "/s")
     ratio = _ratio(row["ratio"])
     for check in checks:
-        ratio += f"; {check['name']} {_check_value(check['value'])}"
+        ratio += f"; {check['name']} {_check_value(check['name'], check['value'])}"
     met = "; ".join(
         [_yes_no(bool(row["met"]))]
         + [f"{check['name']} {_yes_no(bool(check['met']))}" for check in checks]
@@ -447,7 +449,9 @@ def render(
         "`python -m bench report` (this report only, from the JSON in bench/results/) on "
         f"{time.strftime('%Y-%m-%d %H:%M %z')}. Throughput figures (R1, R2, R4–R7) are ratios "
         "against a baseline measured in the same run on the same machine; latency figures (R3) are "
-        "absolute, with reference systems measured the same way.",
+        "absolute, with reference systems measured the same way. Every row runs with "
+        "autovacuum on, as on a production server: the bench switches it on for the run where "
+        "the server has it off (ALTER SYSTEM, reset afterwards).",
         "",
         "## Where the figures come from",
         "",
