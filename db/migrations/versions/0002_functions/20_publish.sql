@@ -100,14 +100,26 @@ BEGIN
         END IF;
         PERFORM pg_advisory_xact_lock(pgqueue._lock_class('assign'), t.topic_id);
         -- In-transaction publishes that committed before us get their offsets first, so
-        -- offsets follow commit order. Usually there are none and this is two index probes.
-        PERFORM pgqueue._assign_locked(t);
-        -- The last row's round snapshot stays valid for the rows we append (an older snapshot
-        -- only widens the next round's window), so it is carried forward.
-        SELECT m."offset", m.round_snapshot INTO last_off, prev
-          FROM pgqueue.message m
-         WHERE m.topic_id = t.topic_id
-         ORDER BY m."offset" DESC LIMIT 1;
+        -- offsets follow commit order. Usually there are none: two index probes on the window
+        -- of the next round (as _assign_locked computes it) and no round at all. After a
+        -- round, the log is read again (the second pass), without checking again: rows still
+        -- pending then are not committed.
+        FOR pass IN 1 .. 2 LOOP
+            -- The last row's round snapshot stays valid for the rows we append (an older
+            -- snapshot only widens the next round's window), so it is carried forward.
+            SELECT m."offset", m.round_snapshot INTO last_off, prev
+              FROM pgqueue.message m
+             WHERE m.topic_id = t.topic_id
+             ORDER BY m."offset" DESC LIMIT 1;
+            EXIT WHEN pass = 2 OR NOT (
+                EXISTS (SELECT 1 FROM pgqueue.pending p
+                         WHERE p.topic_id = t.topic_id
+                           AND p.xid >= coalesce(pg_snapshot_xmax(prev), '0'::xid8))
+                OR EXISTS (SELECT 1 FROM pgqueue.pending p
+                            WHERE p.topic_id = t.topic_id
+                              AND p.xid = ANY (ARRAY(SELECT pg_snapshot_xip(prev)))));
+            PERFORM pgqueue._assign_locked(t);
+        END LOOP;
         last_off := coalesce(last_off, 0);
         PERFORM pgqueue._make_room(t, last_off, n);
     END IF;
