@@ -251,7 +251,18 @@ def git_revision() -> str | None:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # What the benchmarks write themselves does not make a checkout dirty.
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!bench/results",
+                ":!docs/bench",
+                ":!docs/BENCHMARKS.md",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
