@@ -68,11 +68,22 @@ async def work(
     lease: timedelta | float | None,
     stop: asyncio.Event | None,
 ) -> None:
-    """Runs `concurrency` competing consumers until `stop` is set (or forever)."""
+    """Runs `concurrency` competing consumers until `stop` is set (or forever).
+
+    On stop, a consumer in the middle of a message finishes it (handler, then ack or nack);
+    one waiting for messages is cancelled.
+    """
+    handling: set[asyncio.Task[None]] = set()
 
     async def one_consumer() -> None:
+        me = asyncio.current_task()
+        assert me is not None
         async for message in queue.consume(topic, subscriber, batch=batch, lease=lease):
-            await _handle(message, handler)
+            handling.add(me)
+            try:
+                await _handle(message, handler)
+            finally:
+                handling.discard(me)
             if stop is not None and stop.is_set():
                 return
 
@@ -87,6 +98,12 @@ async def work(
             for task in tasks:
                 if task.done() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
+            # No await between the check and the cancel: a consumer cannot start a message
+            # in between, and one that is handling returns once it is done (stop is set).
+            for task in tasks:
+                if task not in handling:
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         for task in tasks:
             task.cancel()
