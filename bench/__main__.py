@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ Seconds = Annotated[int, typer.Option(min=1, help="Measured seconds per phase.")
 Repeat = Annotated[int, typer.Option(min=1, help="Repetitions (the plan reports >= 3).")]
 Warmup = Annotated[int, typer.Option(min=0, help="Unmeasured seconds before each phase.")]
 KeepDb = Annotated[bool, typer.Option(help="Leave database pgqueue_bench in place afterwards.")]
+Output = Annotated[Path | None, typer.Option(help="JSON file (default bench/results/<row>.json).")]
 
 
 @app.callback()
@@ -38,24 +40,49 @@ def _root() -> None:
     """Keeps subcommands explicit (`python -m bench r1`)."""
 
 
-@app.command()
-def r1(
-    dsn: Dsn,
-    seconds: Seconds = 10,
-    repeat: Repeat = 3,
-    warmup: Warmup = 2,
-    keep_db: KeepDb = False,
-    output: Annotated[
-        Path | None, typer.Option(help="JSON file (default bench/results/r1.json).")
-    ] = None,
-) -> None:
-    """R1a/R1b: publish throughput, 1 and 100 messages per call, against pgbench INSERTs."""
-    from bench import r1_publish
+def _timed_row(name: str, module: str, doc: str) -> Callable[..., None]:
+    """A command for a row whose phases run for fixed seconds (R1, R1c, R5, R6: same options)."""
 
-    with common.autovacuum_on(dsn):
-        r1_publish.main(
-            dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
-        )
+    def command(
+        dsn: Dsn,
+        seconds: Seconds = 10,
+        repeat: Repeat = 3,
+        warmup: Warmup = 2,
+        keep_db: KeepDb = False,
+        output: Output = None,
+    ) -> None:
+        with common.autovacuum_on(dsn):
+            importlib.import_module(f"bench.{module}").main(
+                dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
+            )
+
+    command.__doc__ = doc
+    app.command(name)(command)
+    return command
+
+
+r1 = _timed_row(
+    "r1",
+    "r1_publish",
+    "R1a/R1b: publish throughput, 1 and 100 messages per call, against pgbench INSERTs.",
+)
+r1c = _timed_row(
+    "r1c",
+    "r1c_rest",
+    "R1c: REST publish throughput (`pgqueue serve`), 1 and 100 messages per request, against "
+    "the library's R1a/R1b figures measured in the same run.",
+)
+r5 = _timed_row(
+    "r5",
+    "r5_listening",
+    "R5: R1a's publish rate while 2 subscribers x 2 consumers drain (LISTEN), against no "
+    "consumer; plus the publish rate with 1, 2, 4, 8 publisher tasks.",
+)
+r6 = _timed_row(
+    "r6",
+    "r6_fanout",
+    "R6: R1a's publish rate with 100 subscribers on the topic, against 1; plus 10.",
+)
 
 
 @app.command()
@@ -74,9 +101,7 @@ def r2(
         ),
     ] = "redis://127.0.0.1:6379/0",
     keep_db: KeepDb = False,
-    output: Annotated[
-        Path | None, typer.Option(help="JSON file (default bench/results/r2.json).")
-    ] = None,
+    output: Output = None,
 ) -> None:
     """R2a/R2b: drain a backlog (claim + ack x100, 4 consumers) against pgqueuer and Redis
     Streams. Needs the bench extra (pgqueuer, redis)."""
@@ -121,9 +146,7 @@ def r3(
         ),
     ] = "pgqueue,redis,nats",
     keep_db: KeepDb = False,
-    output: Annotated[
-        Path | None, typer.Option(help="JSON file (default bench/results/r3.json).")
-    ] = None,
+    output: Output = None,
 ) -> None:
     """R3: publish → WebSocket receive latency, open loop at 50 % of the max publish rate;
     Redis Streams and NATS JetStream measured the same way as reference rows."""
@@ -154,9 +177,7 @@ def r4(
     repeat: Repeat = 3,
     warmup: Warmup = 2,
     keep_db: KeepDb = False,
-    output: Annotated[
-        Path | None, typer.Option(help="JSON file (default bench/results/r4.json).")
-    ] = None,
+    output: Output = None,
 ) -> None:
     """R4: R1a and R2a on a 10M-message log with an idle transaction holding xmin, against
     the same on a clean database (also creates and drops database pgqueue_bench_big)."""
@@ -176,68 +197,6 @@ def r4(
 
 
 @app.command()
-def r1c(
-    dsn: Dsn,
-    seconds: Seconds = 10,
-    repeat: Repeat = 3,
-    warmup: Warmup = 2,
-    keep_db: KeepDb = False,
-    output: Annotated[
-        Path | None, typer.Option(help="JSON file (default bench/results/r1c.json).")
-    ] = None,
-) -> None:
-    """R1c: REST publish throughput (`pgqueue serve`), 1 and 100 messages per request, against
-    the library's R1a/R1b figures measured in the same run."""
-    from bench import r1c_rest
-
-    with common.autovacuum_on(dsn):
-        r1c_rest.main(
-            dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
-        )
-
-
-@app.command()
-def r5(
-    dsn: Dsn,
-    seconds: Seconds = 10,
-    repeat: Repeat = 3,
-    warmup: Warmup = 2,
-    keep_db: KeepDb = False,
-    output: Annotated[
-        Path | None, typer.Option(help="JSON file (default bench/results/r5.json).")
-    ] = None,
-) -> None:
-    """R5: R1a's publish rate while 2 subscribers x 2 consumers drain (LISTEN), against no
-    consumer; plus the publish rate with 1, 2, 4, 8 publisher tasks."""
-    from bench import r5_listening
-
-    with common.autovacuum_on(dsn):
-        r5_listening.main(
-            dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
-        )
-
-
-@app.command()
-def r6(
-    dsn: Dsn,
-    seconds: Seconds = 10,
-    repeat: Repeat = 3,
-    warmup: Warmup = 2,
-    keep_db: KeepDb = False,
-    output: Annotated[
-        Path | None, typer.Option(help="JSON file (default bench/results/r6.json).")
-    ] = None,
-) -> None:
-    """R6: R1a's publish rate with 100 subscribers on the topic, against 1; plus 10."""
-    from bench import r6_fanout
-
-    with common.autovacuum_on(dsn):
-        r6_fanout.main(
-            dsn, seconds=seconds, repeat=repeat, warmup=warmup, keep_db=keep_db, output=output
-        )
-
-
-@app.command()
 def r7(
     dsn: Dsn,
     minutes: Annotated[
@@ -250,9 +209,7 @@ def r7(
         float, typer.Option(min=1.0, hidden=True, help="Seconds per 'minute' (smoke runs).")
     ] = 60.0,
     keep_db: KeepDb = False,
-    output: Annotated[
-        Path | None, typer.Option(help="JSON file (default bench/results/r7.json).")
-    ] = None,
+    output: Output = None,
 ) -> None:
     """R7: sustained mixed load (publish open loop at 50 % of the max rate, 3 subscribers x 2
     consumers); delivered throughput, p99 and PostgreSQL RSS of the last minute against the

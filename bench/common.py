@@ -16,7 +16,7 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from rich.console import Console
 
 # Another name lets two runs (say, smoke runs while developing) share a server.
 BENCH_DATABASE = os.environ.get("PGQUEUE_BENCH_DATABASE", "pgqueue_bench")
@@ -284,6 +285,22 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "git": git_revision(),
     }
+
+
+def run_and_save(
+    name: str,
+    run: Callable[[Console], Awaitable[dict[str, Any]]],
+    render: Callable[[dict[str, Any], Console], None],
+    output: Path | None,
+) -> dict[str, Any]:
+    """What every row's main does: run, show the table, write bench/results/<name>.json (or
+    `output`)."""
+    console = Console()
+    results = asyncio.run(run(console))
+    render(results, console)
+    path = write_json(output or RESULTS_DIR / f"{name}.json", results)
+    console.print(f"results: {path}")
+    return results
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

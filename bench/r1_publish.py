@@ -103,33 +103,76 @@ ROWS = (
 # -- pgqueue side ---------------------------------------------------------------------------
 
 
-async def _publish_loop(q: pgqueue.Queue, batch: int, start: float, stop: float) -> int:
-    """Publishes back to back from now until `stop`; returns the messages whose call
-    completed in [start, stop). Publishing before `start` is the warm-up: it fills the pool
+@dataclass(frozen=True)
+class Window:
+    """What a publishing phase did. start and stop are on time.monotonic()'s clock, which every
+    process of the machine shares; total counts warm-up and the calls that ended after stop."""
+
+    rate: float
+    start: float
+    stop: float
+    total: int
+
+
+async def _publish_loop(
+    q: pgqueue.Queue, batch: int, start: float, stop: float, topic: str = TOPIC
+) -> tuple[int, int]:
+    """Publishes back to back from now until `stop`; returns (messages whose call completed in
+    [start, stop), all messages). Publishing before `start` is the warm-up: it fills the pool
     and the server's caches without a pause between warm-up and measurement."""
-    loop = asyncio.get_running_loop()
     messages = [PAYLOAD] * batch
-    count = 0
+    in_window = total = 0
     while True:
         if batch == 1:
-            await q.publish(TOPIC, PAYLOAD)
+            await q.publish(topic, PAYLOAD)
         else:
-            await q.publish_many(TOPIC, messages)
-        now = loop.time()
+            await q.publish_many(topic, messages)
+        total += batch
+        now = time.monotonic()
         if now >= stop:
-            return count
+            return in_window, total
         if now >= start:
-            count += batch
+            in_window += batch
 
 
-async def measure_tasks(dsn: str, *, batch: int, warmup: float, seconds: float) -> float:
-    """Messages/s of CLIENTS tasks sharing one Queue (its pool)."""
+async def publish_for(
+    dsn: str,
+    *,
+    batch: int,
+    warmup: float,
+    seconds: float,
+    topic: str = TOPIC,
+    tasks: int = CLIENTS,
+) -> Window:
+    """`tasks` tasks sharing one Queue (its pool) publish `batch` messages per call."""
     async with pgqueue.connect(dsn) as q:
-        start = asyncio.get_running_loop().time() + warmup
+        start = time.monotonic() + warmup
+        stop = start + seconds
         counts = await asyncio.gather(
-            *(_publish_loop(q, batch, start, start + seconds) for _ in range(CLIENTS))
+            *(_publish_loop(q, batch, start, stop, topic) for _ in range(tasks))
         )
-    return sum(counts) / seconds
+    return Window(
+        rate=sum(in_window for in_window, _ in counts) / seconds,
+        start=start,
+        stop=stop,
+        total=sum(total for _, total in counts),
+    )
+
+
+async def measure_tasks(
+    dsn: str,
+    *,
+    batch: int,
+    warmup: float,
+    seconds: float,
+    topic: str = TOPIC,
+    tasks: int = CLIENTS,
+) -> float:
+    """Messages/s of publish_for (R1a's figure with the defaults and batch 1)."""
+    window = await publish_for(
+        dsn, batch=batch, warmup=warmup, seconds=seconds, topic=topic, tasks=tasks
+    )
+    return window.rate
 
 
 async def _process_main(
@@ -138,8 +181,9 @@ async def _process_main(
     async with pgqueue.connect(dsn) as q:
         # Every process starts its clock together, once all have connected.
         await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
-        start = asyncio.get_running_loop().time() + warmup
-        return await _publish_loop(q, batch, start, start + seconds)
+        start = time.monotonic() + warmup
+        in_window, _ = await _publish_loop(q, batch, start, start + seconds)
+        return in_window
 
 
 def _process_worker(
@@ -452,17 +496,16 @@ def main(
     keep_db: bool,
     output: Path | None,
 ) -> None:
-    console = Console()
-    results = asyncio.run(
-        run(
+    common.run_and_save(
+        "r1",
+        lambda console: run(
             maintenance_dsn,
             seconds=seconds,
             repeat=repeat,
             warmup=warmup,
             keep_db=keep_db,
             console=console,
-        )
+        ),
+        render,
+        output,
     )
-    render(results, console)
-    path = common.write_json(output or common.RESULTS_DIR / "r1.json", results)
-    console.print(f"results: {path}")

@@ -277,10 +277,10 @@ def main(
     keep_db: bool,
     output: Path | None,
 ) -> None:
-    console = Console()
     path = output or common.RESULTS_DIR / "r1c.json"
-    results = asyncio.run(
-        run(
+    common.run_and_save(
+        "r1c",
+        lambda console: run(
             maintenance_dsn,
             seconds=seconds,
             repeat=repeat,
@@ -288,8 +288,7 @@ def main(
             keep_db=keep_db,
             console=console,
             server_log=path.with_name(f"{path.stem}-server.log"),
-        )
+        ),
+        render,
+        path,
     )
-    render(results, console)
-    common.write_json(path, results)
-    console.print(f"results: {path}")

@@ -671,18 +671,17 @@ def main(
     output: Path | None = None,
     database: str = common.BENCH_DATABASE,
 ) -> None:
-    console = Console()
-    results = asyncio.run(
-        run(
+    common.run_and_save(
+        "r2",
+        lambda console: run(
             maintenance_dsn,
             messages=messages,
             repeat=repeat,
             keep_db=keep_db,
             redis_url=redis_url,
-            console=console,
             database=database,
-        )
+            console=console,
+        ),
+        render,
+        output,
     )
-    render(results, console)
-    path = common.write_json(output or common.RESULTS_DIR / "r2.json", results)
-    console.print(f"results: {path}")

@@ -1308,18 +1308,19 @@ def main(
     keep_db: bool,
     output: Path | None,
 ) -> None:
-    console = Console()
     try:
         selected = select_systems(systems)
     except ValueError as error:
         raise SystemExit(str(error)) from None
     plan = Plan(seconds=seconds, repeat=repeat, warmup=warmup, rate=rate, max_rate=max_rate)
-    results = asyncio.run(
-        run(maintenance_dsn, plan, systems=selected, keep_db=keep_db, console=console)
+    results = common.run_and_save(
+        "r3",
+        lambda console: run(
+            maintenance_dsn, plan, systems=selected, keep_db=keep_db, console=console
+        ),
+        render,
+        output,
     )
-    render(results, console)
-    path = common.write_json(output or common.RESULTS_DIR / "r3.json", results)
-    console.print(f"results: {path}")
     failed = [row["system"] for row in results["rows"] if "error" in row]
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")

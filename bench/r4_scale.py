@@ -378,9 +378,9 @@ def main(
     keep_db: bool,
     output: Path | None,
 ) -> None:
-    console = Console()
-    results = asyncio.run(
-        run(
+    common.run_and_save(
+        "r4",
+        lambda console: run(
             maintenance_dsn,
             messages=messages,
             drain=drain,
@@ -389,8 +389,7 @@ def main(
             warmup=warmup,
             keep_db=keep_db,
             console=console,
-        )
+        ),
+        render,
+        output,
     )
-    render(results, console)
-    path = common.write_json(output or common.RESULTS_DIR / "r4.json", results)
-    console.print(f"results: {path}")

@@ -31,7 +31,6 @@ import multiprocessing
 import queue
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -44,7 +43,15 @@ from rich.table import Table
 
 import pgqueue
 from bench import common
-from bench.r1_publish import CLIENTS, PAYLOAD, TOPIC, Row, _summarize_row, _timed
+from bench.r1_publish import (
+    CLIENTS,
+    TOPIC,
+    Row,
+    _summarize_row,
+    _timed,
+    measure_tasks,
+    publish_for,
+)
 
 SUBSCRIBERS = 2
 CONSUMERS_PER_SUBSCRIBER = 2
@@ -68,53 +75,7 @@ ROWS = (
 )
 
 
-# -- publishing (R6 uses these too) ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """What a publishing phase did. start and stop are on time.monotonic()'s clock, which every
-    process of the machine shares; total counts warm-up and the calls that ended after stop."""
-
-    rate: float
-    start: float
-    stop: float
-    total: int
-
-
-async def _publish_loop(q: pgqueue.Queue, topic: str, start: float, stop: float) -> tuple[int, int]:
-    """R1a's loop on any topic; returns (calls completed in [start, stop), all calls)."""
-    in_window = total = 0
-    while True:
-        await q.publish(topic, PAYLOAD)
-        total += 1
-        now = time.monotonic()
-        if now >= stop:
-            return in_window, total
-        if now >= start:
-            in_window += 1
-
-
-async def publish_for(dsn: str, topic: str, *, tasks: int, warmup: float, seconds: float) -> Window:
-    """`tasks` tasks sharing one Queue publish 1 message per call to `topic`."""
-    async with pgqueue.connect(dsn) as q:
-        start = time.monotonic() + warmup
-        stop = start + seconds
-        counts = await asyncio.gather(*(_publish_loop(q, topic, start, stop) for _ in range(tasks)))
-    return Window(
-        rate=sum(in_window for in_window, _ in counts) / seconds,
-        start=start,
-        stop=stop,
-        total=sum(total for _, total in counts),
-    )
-
-
-async def measure_publishers(
-    dsn: str, topic: str, *, tasks: int, warmup: float, seconds: float
-) -> float:
-    """Messages/s of publish_for: R1a's figure when tasks is CLIENTS."""
-    window = await publish_for(dsn, topic, tasks=tasks, warmup=warmup, seconds=seconds)
-    return window.rate
+# -- topics (R6 uses this too) ---------------------------------------------------------------
 
 
 async def fresh_topic(dsn: str, topic: str, subscribers: int) -> list[str]:
@@ -240,7 +201,7 @@ async def measure_listening(
         while not await asyncio.to_thread(ready.wait, 0.5):
             if not process.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the consumer process did not start: {_outcome(results)}")
-        window = await publish_for(dsn, topic, tasks=CLIENTS, warmup=warmup, seconds=seconds)
+        window = await publish_for(dsn, batch=1, topic=topic, warmup=warmup, seconds=seconds)
         commands.put((window.start, window.stop, window.total))
         status, outcome = await asyncio.to_thread(results.get, True, DRAIN_TIMEOUT + 30)
     finally:
@@ -283,7 +244,9 @@ def progress_bars(console: Console) -> Progress:
 
 async def _quiet(dsn: str, topic: str, *, tasks: int, warmup: float, seconds: float) -> float:
     await fresh_topic(dsn, topic, SUBSCRIBERS)
-    return await measure_publishers(dsn, topic, tasks=tasks, warmup=warmup, seconds=seconds)
+    return await measure_tasks(
+        dsn, batch=1, topic=topic, tasks=tasks, warmup=warmup, seconds=seconds
+    )
 
 
 async def _listening(
@@ -488,17 +451,16 @@ def main(
     keep_db: bool,
     output: Path | None,
 ) -> None:
-    console = Console()
-    results = asyncio.run(
-        run(
+    common.run_and_save(
+        "r5",
+        lambda console: run(
             maintenance_dsn,
             seconds=seconds,
             repeat=repeat,
             warmup=warmup,
             keep_db=keep_db,
             console=console,
-        )
+        ),
+        render,
+        output,
     )
-    render(results, console)
-    path = common.write_json(output or common.RESULTS_DIR / "r5.json", results)
-    console.print(f"results: {path}")

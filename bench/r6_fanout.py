@@ -17,7 +17,6 @@ that drift lands on both sides.
 
 from __future__ import annotations
 
-import asyncio
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import common
-from bench.r1_publish import CLIENTS, TOPIC, Row, _summarize_row, _timed
-from bench.r5_listening import fresh_topic, measure_publishers, progress_bars, series_point
+from bench.r1_publish import CLIENTS, TOPIC, Row, _summarize_row, _timed, measure_tasks
+from bench.r5_listening import fresh_topic, progress_bars, series_point
 
 SUBSCRIBER_COUNTS = (1, 10, 100)
 
@@ -49,7 +48,7 @@ async def measure_fanout(
 ) -> float:
     """R1a's msg/s to a fresh topic with `subscribers` idle subscribers."""
     await fresh_topic(dsn, topic, subscribers)
-    return await measure_publishers(dsn, topic, tasks=CLIENTS, warmup=warmup, seconds=seconds)
+    return await measure_tasks(dsn, batch=1, topic=topic, warmup=warmup, seconds=seconds)
 
 
 async def _repetitions(
@@ -171,17 +170,16 @@ def main(
     keep_db: bool,
     output: Path | None,
 ) -> None:
-    console = Console()
-    results = asyncio.run(
-        run(
+    common.run_and_save(
+        "r6",
+        lambda console: run(
             maintenance_dsn,
             seconds=seconds,
             repeat=repeat,
             warmup=warmup,
             keep_db=keep_db,
             console=console,
-        )
+        ),
+        render,
+        output,
     )
-    render(results, console)
-    path = common.write_json(output or common.RESULTS_DIR / "r6.json", results)
-    console.print(f"results: {path}")

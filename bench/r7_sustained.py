@@ -926,17 +926,16 @@ def main(
     keep_db: bool,
     output: Path | None,
 ) -> None:
-    console = Console()
-    results = asyncio.run(
-        run(
+    common.run_and_save(
+        "r7",
+        lambda console: run(
             maintenance_dsn,
             minutes=minutes,
             minute_seconds=minute_seconds,
             repeat=repeat,
             keep_db=keep_db,
             console=console,
-        )
+        ),
+        render,
+        output,
     )
-    render(results, console)
-    path = common.write_json(output or common.RESULTS_DIR / "r7.json", results)
-    console.print(f"results: {path}")
