@@ -68,6 +68,8 @@ class Session:
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Set to make the delivery loop look again now (a nack changed when work falls due).
     poke: asyncio.Event | None = None
+    # The client frame being carried out; it finishes even when the connection ends meanwhile.
+    handling: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         unregister = self.queue.on_reset(self._on_reset)
@@ -92,6 +94,10 @@ class Session:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.handling is not None:
+                # An ack sent just before the close counts: it lands before the give-back
+                # below would release the same offsets to the group.
+                await asyncio.gather(self.handling, return_exceptions=True)
             await self._give_back()
 
     # -- outgoing -------------------------------------------------------------------------
@@ -218,10 +224,15 @@ class Session:
                 problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
                 await self._error("invalid_frame", problems)
                 continue
-            try:
-                await self._handle(frame)
-            except pgqueue.PgQueueError as error:
-                await self._error(error.code, str(error))
+            self.handling = asyncio.create_task(self._handle_reporting(frame))
+            # Shielded: the session ending cancels this loop, not the frame in hand.
+            await asyncio.shield(self.handling)
+
+    async def _handle_reporting(self, frame: Ack | Nack | Seek | Publish) -> None:
+        try:
+            await self._handle(frame)
+        except pgqueue.PgQueueError as error:
+            await self._error(error.code, str(error))
 
     async def _handle(self, frame: Ack | Nack | Seek | Publish) -> None:
         if isinstance(frame, Ack):
