@@ -12,7 +12,7 @@ import asyncpg
 
 from pgqueue import consumer
 from pgqueue.batcher import Batcher
-from pgqueue.codec import encode
+from pgqueue.codec import encode, join_array
 from pgqueue.errors import (
     DatabaseUnavailable,
     InvalidArgument,
@@ -197,7 +197,7 @@ class Queue:
             return [await self._fetchval("publish_and_commit", *rows[0])]
         columns = [list(column) for column in zip(*(row[1:] for row in rows), strict=True)]
         args = [c if any(v is not None for v in c) else None for c in columns]
-        args[0] = columns[0]  # payloads are never omitted
+        args[0] = join_array(columns[0])  # payloads are never omitted
         offsets: list[int] = await self._fetchval("publish_batch_and_commit", topic, *args)
         return offsets
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pgqueue.errors import InvalidPayload, PayloadTooLarge
@@ -35,6 +35,31 @@ def encode(value: Any, *, limit: int | None = None, what: str = "payload") -> st
         if size > limit:
             raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {limit}")
     return text
+
+
+def encode_array(values: Sequence[Any], *, limit: int | None = None) -> str:
+    """One JSON array text for a batch of payloads, each checked as encode() checks it.
+
+    One encoder call for the whole batch costs less than half of one call per payload. When
+    the batch as a whole is refused or is over the limit, the payloads are encoded one by one
+    to find the one at fault (or to find that each fits on its own).
+    """
+    try:
+        text: str | None = _ENCODER.encode(list(values))
+    except (ValueError, TypeError):
+        text = None
+    if (
+        text is None
+        or ("\\u0000" in text and _NUL_ESCAPE.search(text))
+        or (limit is not None and len(text.encode("utf-8")) > limit)
+    ):
+        return join_array([encode(value, limit=limit) for value in values])
+    return text
+
+
+def join_array(texts: Sequence[str]) -> str:
+    """A JSON array of already encoded values."""
+    return "[" + ",".join(texts) + "]"
 
 
 def encode_headers(headers: Mapping[str, str] | None) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue.codec import encode, encode_headers
+from pgqueue.codec import encode, encode_array, encode_headers, join_array
 from pgqueue.errors import InvalidArgument, translated
 from pgqueue.queries import QUERIES
 from pgqueue.settings import Settings
@@ -63,12 +63,13 @@ def message_args(
 
 def batch_args(topic: str, messages: Sequence[Any], *, limit: int) -> tuple[Any, ...]:
     """Parameters of the batch queries. Each message is a payload, or a mapping with "payload"
-    and any of headers, key, idempotency_key, delay, correlation_id, reply_to."""
+    and any of headers, key, idempotency_key, delay, correlation_id, reply_to. The payloads go
+    as one JSON array text."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise InvalidArgument("messages must be a list")
     if not any(isinstance(item, Mapping) and "payload" in item for item in messages):
         # Plain payloads, the common case: no options to collect.
-        return (topic, [encode(item, limit=limit) for item in messages], *([None] * 6))
+        return (topic, encode_array(messages, limit=limit), *([None] * 6))
     columns: list[list[Any]] = [[] for _ in range(7)]
     for index, item in enumerate(messages):
         spec = item if isinstance(item, Mapping) and "payload" in item else {"payload": item}
@@ -97,7 +98,11 @@ def batch_args(topic: str, messages: Sequence[Any], *, limit: int) -> tuple[Any,
         for column, value in zip(columns, row[1:], strict=True):
             column.append(value)
     # An all-NULL optional column is sent as NULL: the SQL then skips it entirely.
-    return (topic, columns[0], *[c if any(v is not None for v in c) else None for c in columns[1:]])
+    return (
+        topic,
+        join_array(columns[0]),
+        *[c if any(v is not None for v in c) else None for c in columns[1:]],
+    )
 
 
 async def publish(

@@ -46,6 +46,16 @@ CASES: list[tuple[str, Case, type[pgqueue.PgQueueError]]] = [
         pgqueue.InvalidPayload,
     ),
     (
+        "NUL in a batch",
+        lambda q: q.publish_many("orders", ["fine", {"x": "a\u0000b"}]),
+        pgqueue.InvalidPayload,
+    ),
+    (
+        "oversize payload in a batch",
+        lambda q: q.publish_many("orders", [1, "x" * 1_048_577]),
+        pgqueue.PayloadTooLarge,
+    ),
+    (
         "non-string header",
         lambda q: q.publish("orders", 1, headers={"n": 1}),  # type: ignore[dict-item]
         pgqueue.InvalidPayload,
@@ -161,3 +171,7 @@ async def test_payload_limit_is_a_setting(database_dsn: str) -> None:
         await q.publish("small", "x" * 90)
         with pytest.raises(pgqueue.PayloadTooLarge):
             await q.publish("small", "x" * 200)
+        # The limit is per payload: a batch larger than it whose payloads each fit goes in.
+        assert len(await q.publish_many("small", ["x" * 90] * 3)) == 3
+        with pytest.raises(pgqueue.PayloadTooLarge):
+            await q.publish_many("small", ["x" * 90, "x" * 200])

@@ -20,16 +20,18 @@ SELECT pgqueue.publish($1::text, $2::jsonb, $3::jsonb, $4::text, $5::text, $6::i
                        $7::text, $8::text)
 
 -- name: publish_batch
-SELECT pgqueue.publish_batch($1::text, $2::jsonb[], $3::jsonb[], $4::text[], $5::text[],
-                             $6::interval[], $7::text[], $8::text[])
+-- $2 is one JSON array of the payloads (see pgqueue._jsonb_elements).
+SELECT pgqueue.publish_batch($1::text, pgqueue._jsonb_elements($2::jsonb), $3::jsonb[],
+                             $4::text[], $5::text[], $6::interval[], $7::text[], $8::text[])
 
 -- name: publish_and_commit
 CALL pgqueue.publish_and_commit($1::text, $2::jsonb, $3::jsonb, $4::text, $5::text,
                                 $6::interval, $7::text, $8::text, NULL)
 
 -- name: publish_batch_and_commit
-CALL pgqueue.publish_batch_and_commit($1::text, $2::jsonb[], $3::jsonb[], $4::text[],
-                                      $5::text[], $6::interval[], $7::text[], $8::text[], NULL)
+CALL pgqueue.publish_batch_and_commit($1::text, pgqueue._jsonb_elements($2::jsonb),
+                                      $3::jsonb[], $4::text[], $5::text[], $6::interval[],
+                                      $7::text[], $8::text[], NULL)
 
 -- name: message_offsets
 SELECT pgqueue.message_offsets($1::text, $2::bigint[])

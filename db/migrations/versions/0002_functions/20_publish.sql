@@ -98,6 +98,10 @@ BEGIN
             RAISE EXCEPTION 'publishing with commit needs READ COMMITTED isolation'
                 USING ERRCODE = 'PQ011';
         END IF;
+        IF idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0 THEN
+            -- Taken before the topic lock: what runs under it is only what must.
+            ids := ARRAY(SELECT nextval('pgqueue.message_id_seq') FROM generate_series(1, n));
+        END IF;
         PERFORM pg_advisory_xact_lock(pgqueue._lock_class('assign'), t.topic_id);
         -- In-transaction publishes that committed before us get their offsets first, so
         -- offsets follow commit order. Usually there are none: two index probes on the window
@@ -127,21 +131,16 @@ BEGIN
     IF idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0 THEN
         -- The common case: one INSERT for the whole batch.
         IF direct THEN
-            WITH ins AS (
-                INSERT INTO pgqueue.message
-                       (topic_id, "offset", message_id, payload, headers, key, correlation_id,
-                        reply_to, published_at, available_at, round_snapshot)
-                SELECT t.topic_id, last_off + u.i, nextval('pgqueue.message_id_seq'), u.p,
-                       coalesce(u.h, '{}'), u.k, u.c, u.r, now(),
-                       CASE WHEN u.d > interval '0' THEN now() + u.d END,
-                       CASE WHEN u.i = n THEN prev END
-                  FROM unnest(payloads, headers, keys, correlation_ids, reply_tos, delays)
-                       WITH ORDINALITY AS u(p, h, k, c, r, d, i)
-                RETURNING message_id, "offset"
-            )
-            SELECT array_agg(ins.message_id ORDER BY ins."offset"),
-                   array_agg(ins."offset" ORDER BY ins."offset")
-              INTO ids, offsets FROM ins;
+            -- Offsets and ids are known up front, so nothing comes back through RETURNING.
+            INSERT INTO pgqueue.message
+                   (topic_id, "offset", message_id, payload, headers, key, correlation_id,
+                    reply_to, published_at, available_at, round_snapshot)
+            SELECT t.topic_id, last_off + u.i, u.id, u.p, coalesce(u.h, '{}'), u.k, u.c, u.r,
+                   now(), CASE WHEN u.d > interval '0' THEN now() + u.d END,
+                   CASE WHEN u.i = n THEN prev END
+              FROM unnest(ids, payloads, headers, keys, correlation_ids, reply_tos, delays)
+                   WITH ORDINALITY AS u(id, p, h, k, c, r, d, i);
+            offsets := ARRAY(SELECT last_off + g FROM generate_series(1, n) AS g);
         ELSE
             WITH ins AS (
                 INSERT INTO pgqueue.pending
