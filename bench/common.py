@@ -139,13 +139,24 @@ async def _autovacuum(maintenance_dsn: str, *, on: bool) -> bool:
         else:
             await conn.execute("ALTER SYSTEM RESET autovacuum")
         await conn.execute("SELECT pg_reload_conf()")
-        # The reload is a signal; wait until this backend has read the file again.
+        # The reload is a signal. Wait until a new backend sees the value: a backend forked
+        # before the postmaster itself has reloaded inherits the old one (this backend may
+        # have read the file already and would say so too early).
         deadline = time.monotonic() + 10
-        while await conn.fetchval("SELECT current_setting('autovacuum')::boolean") != on:
+        while not await _new_backend_sees(maintenance_dsn, on):
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not take the new autovacuum setting")
             await asyncio.sleep(0.05)
         return True
+    finally:
+        await conn.close()
+
+
+async def _new_backend_sees(maintenance_dsn: str, on: bool) -> bool:
+    conn = await asyncpg.connect(maintenance_dsn)
+    try:
+        seen: bool = await conn.fetchval("SELECT current_setting('autovacuum')::boolean")
+        return seen == on
     finally:
         await conn.close()
 

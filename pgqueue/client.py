@@ -56,7 +56,7 @@ class Queue:
         self.settings = settings
         self._owns_pool = owns_pool
         self._reset_epochs: dict[tuple[str, str], int] = {}
-        listener.on_reset(self._note_reset)
+        listener.on_reset(self._note_reset, listen=False)
         self._batcher = Batcher(self._send_batch)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -83,15 +83,10 @@ class Queue:
                     max_size=settings.pool_max_size,
                     reset=_keep_session,
                 )
+            # Listens from the first consumer on (see pgqueue.listener).
             listener = Listener(
                 lambda: asyncpg.connect(dsn), reconnect_delay=settings.listener_reconnect_delay
             )
-            try:
-                await listener.start()
-            except BaseException:
-                if owns_pool:
-                    await pool.close()
-                raise
         return cls(pool, listener, settings, owns_pool=owns_pool)
 
     async def close(self) -> None:
@@ -196,9 +191,11 @@ class Queue:
         if len(rows) == 1:
             return [await self._fetchval("publish_and_commit", *rows[0])]
         columns = [list(column) for column in zip(*(row[1:] for row in rows), strict=True)]
-        args = [c if any(v is not None for v in c) else None for c in columns]
-        args[0] = join_array(columns[0])  # payloads are never omitted
-        offsets: list[int] = await self._fetchval("publish_batch_and_commit", topic, *args)
+        # Payloads are never omitted; an all-NULL optional column goes as NULL.
+        options = [c if any(v is not None for v in c) else None for c in columns[1:]]
+        offsets: list[int] = await self._fetchval(
+            "publish_batch_and_commit", topic, join_array(columns[0]), *options
+        )
         return offsets
 
     async def message_offsets(self, topic: str, message_ids: Sequence[int]) -> list[int | None]:
@@ -293,6 +290,9 @@ class Queue:
 
         `ack` acks earlier messages in the same transaction (one commit for both).
         """
+        if not self.listener.connected:
+            # A consumer: from here on it hears resets and wake-ups (see pgqueue.listener).
+            await self.listener.listen()
         rows = await self._fetch(
             "claim",
             topic,

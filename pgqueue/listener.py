@@ -3,6 +3,12 @@
 asyncpg pools run UNLISTEN * when a connection is released, so LISTEN lives on a connection of
 its own. When it drops, the listener reconnects with backoff, LISTENs again and wakes every
 waiter, since hints sent while it was away are lost (consumers then claim and find out).
+
+It listens only once something consumes (a claim, a waiter, a reset handler): PostgreSQL
+sends every NOTIFY to every listening backend, so a process that only publishes would
+otherwise receive, and pay for, a hint for every publish on the database. The first claim
+returns only once LISTEN is in effect, so a reset committed after it is heard; the wake-up at
+connect covers whatever was published before.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class Listener:
         self._reset_handlers: list[ResetHandler] = []
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
+        self._listened = False  # a connection was listening before (a new one is a reconnect)
         self.reconnects = 0
         self.notifications = 0
 
@@ -49,7 +56,26 @@ class Listener:
         return self._conn is not None and not self._conn.is_closed()
 
     async def start(self) -> None:
-        await self._open()
+        """Listens now, and raises if it cannot."""
+        if not self._closed and not self.connected:
+            await self._open()
+
+    async def listen(self) -> None:
+        """Returns once LISTEN is in effect, so that a reset committed after this returns is
+        heard. When the connection cannot be had now, a background task keeps trying."""
+        if self._closed or self.connected:
+            return
+        try:
+            await self._open()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.info("pgqueue listener connect failed: %s", error)
+            self._listen_soon()
+
+    def _listen_soon(self) -> None:
+        if self._closed or self.connected:
+            return
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def close(self) -> None:
         self._closed = True
@@ -68,6 +94,7 @@ class Listener:
         """An event set whenever `topic` may have new work (or the listener reconnected)."""
         event = asyncio.Event()
         self._waiters[topic].add(event)
+        self._listen_soon()
         try:
             yield event
         finally:
@@ -77,9 +104,12 @@ class Listener:
                 if not waiters:
                     del self._waiters[topic]
 
-    def on_reset(self, handler: ResetHandler) -> Callable[[], None]:
-        """Calls handler(event) for every reset; returns a function that unregisters it."""
+    def on_reset(self, handler: ResetHandler, *, listen: bool = True) -> Callable[[], None]:
+        """Calls handler(event) for every reset; returns a function that unregisters it.
+        With listen=False the handler hears resets only once something else starts listening."""
         self._reset_handlers.append(handler)
+        if listen:
+            self._listen_soon()
         return lambda: self._reset_handlers.remove(handler)
 
     async def _open(self) -> None:
@@ -90,8 +120,15 @@ class Listener:
         except BaseException:
             await conn.close()
             raise
+        if self._closed or self.connected:  # closed meanwhile, or start() and a waiter raced
+            await conn.close()
+            return
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
+        if self._listened:
+            self.reconnects += 1
+            log.info("pgqueue listener reconnected")
+        self._listened = True
         self._wake_all()
 
     def _on_terminated(self, conn: asyncpg.Connection) -> None:
@@ -100,22 +137,17 @@ class Listener:
         log.warning("pgqueue listener connection lost; reconnecting")
         self._conn = None
         self._wake_all()
-        if self._reconnecting is None or self._reconnecting.done():
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        self._listen_soon()
 
     async def _reconnect(self) -> None:
         delay = self._reconnect_delay
-        while not self._closed:
+        while not self._closed and not self.connected:
             try:
                 await self._open()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                log.info("pgqueue listener reconnect failed: %s", error, extra={"delay": delay})
+                log.info("pgqueue listener connect failed: %s", error, extra={"delay": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_reconnect_delay)
-            else:
-                self.reconnects += 1
-                log.info("pgqueue listener reconnected")
-                return
 
     def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
         self.notifications += 1

@@ -17,17 +17,41 @@ async def _first_payload(queue: pgqueue.Queue, poll_interval: float) -> object:
     raise AssertionError("consume ended")
 
 
+async def _listening_pids(conn: asyncpg.Connection) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    return [r["pid"] for r in rows]
+
+
+async def test_a_queue_listens_only_once_it_consumes(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing")
+    await queue.publish("orders", "before anyone listens")
+    assert await _listening_pids(conn) == []
+    assert not queue.listener.connected
+    # A consumer starts the listener; what was published before that is found anyway.
+    assert await within(_first_payload(queue, poll_interval=60)) == "before anyone listens"
+    assert len(await _listening_pids(conn)) == 1
+    seen = queue.listener.notifications
+    await queue.publish("orders", "heard")
+    await eventually(lambda: _true(queue.listener.notifications > seen))
+    assert queue.listener.reconnects == 0
+
+
 async def test_listener_listens_again_after_its_connection_is_killed(
     queue: pgqueue.Queue, conn: asyncpg.Connection
 ) -> None:
     await queue.create_topic("orders")
     await queue.subscribe("orders", "billing")
-    pids = await conn.fetch(
-        "SELECT pid FROM pg_stat_activity "
-        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-    )
+    with queue.listener.waiter("orders"):
+        await eventually(lambda: _true(queue.listener.connected))
+        pids = await _listening_pids(conn)
     assert len(pids) == 1
-    assert await conn.fetchval("SELECT pg_terminate_backend($1)", pids[0]["pid"])
+    assert await conn.fetchval("SELECT pg_terminate_backend($1)", pids[0])
 
     await eventually(lambda: _true(queue.listener.reconnects >= 1 and queue.listener.connected))
     seen = queue.listener.notifications
