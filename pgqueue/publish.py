@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue.codec import encode, encode_array, encode_headers, join_array
+from pgqueue.codec import encode, encode_array, encode_headers
 from pgqueue.errors import InvalidArgument, translated
 from pgqueue.queries import QUERIES
 from pgqueue.settings import Settings
@@ -34,6 +34,9 @@ def seconds(value: timedelta | float | None) -> timedelta | None:
         return timedelta(seconds=value)
     except OverflowError as error:
         raise InvalidArgument(f"{value!r} seconds is out of range") from error
+
+
+OPTIONS = ("headers", "key", "idempotency_key", "delay", "correlation_id", "reply_to")
 
 
 def message_args(
@@ -64,44 +67,37 @@ def message_args(
 def batch_args(topic: str, messages: Sequence[Any], *, limit: int) -> tuple[Any, ...]:
     """Parameters of the batch queries. Each message is a payload, or a mapping with "payload"
     and any of headers, key, idempotency_key, delay, correlation_id, reply_to. The payloads go
-    as one JSON array text."""
+    as one JSON array text; an option no message uses goes as NULL."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise InvalidArgument("messages must be a list")
-    if not any(isinstance(item, Mapping) and "payload" in item for item in messages):
+    specs = [item if isinstance(item, Mapping) and "payload" in item else None for item in messages]
+    if not any(spec is not None for spec in specs):
         # Plain payloads, the common case: no options to collect.
-        return (topic, encode_array(messages, limit=limit), *([None] * 6))
-    columns: list[list[Any]] = [[] for _ in range(7)]
-    for index, item in enumerate(messages):
-        spec = item if isinstance(item, Mapping) and "payload" in item else {"payload": item}
-        unknown = set(spec) - {
-            "payload",
-            "headers",
-            "key",
-            "idempotency_key",
-            "delay",
-            "correlation_id",
-            "reply_to",
-        }
+        return (topic, encode_array(messages, limit=limit), *([None] * len(OPTIONS)))
+    payloads: list[Any] = []
+    columns: list[list[Any]] = [[] for _ in OPTIONS]
+    for index, (item, spec) in enumerate(zip(messages, specs, strict=True)):
+        if spec is None:
+            spec = {"payload": item}
+        unknown = set(spec) - {"payload", *OPTIONS}
         if unknown:
             raise InvalidArgument(f"message {index + 1}: unknown fields {sorted(unknown)}")
-        row = message_args(
-            topic,
-            spec["payload"],
-            headers=spec.get("headers"),
-            key=spec.get("key"),
-            idempotency_key=spec.get("idempotency_key"),
-            delay=spec.get("delay"),
-            correlation_id=spec.get("correlation_id"),
-            reply_to=spec.get("reply_to"),
-            limit=limit,
+        payloads.append(spec["payload"])
+        headers = spec.get("headers")
+        values = (
+            encode_headers(headers) if headers else None,  # the SQL stores NULL as {}
+            spec.get("key"),
+            spec.get("idempotency_key"),
+            seconds(spec.get("delay")),
+            spec.get("correlation_id"),
+            spec.get("reply_to"),
         )
-        for column, value in zip(columns, row[1:], strict=True):
+        for column, value in zip(columns, values, strict=True):
             column.append(value)
-    # An all-NULL optional column is sent as NULL: the SQL then skips it entirely.
     return (
         topic,
-        join_array(columns[0]),
-        *[c if any(v is not None for v in c) else None for c in columns[1:]],
+        encode_array(payloads, limit=limit),
+        *[c if any(v is not None for v in c) else None for c in columns],
     )
 
 

@@ -99,7 +99,7 @@ async def publish(topic: str, body: MessageIn, queue: QueueDep) -> PublishedOut:
     "/topics/{topic}/messages/batch", status_code=201, tags=["messages"], dependencies=Publish
 )
 async def publish_batch(topic: str, body: BatchIn, queue: QueueDep) -> BatchPublishedOut:
-    offsets = await queue.publish_many(topic, [m.spec() for m in body.messages])
+    offsets = await queue.publish_many(topic, [m.item() for m in body.messages])
     return BatchPublishedOut(topic=topic, offsets=offsets)
 
 

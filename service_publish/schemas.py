@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 
 import pgqueue
 
@@ -57,7 +57,10 @@ class TopicOut(BaseModel):
 
 
 class MessageIn(Strict):
-    payload: JsonValue = Field(examples=[{"id": 1}])
+    # Any, not JsonValue: the body is JSON already, and JsonValue's per-node checks cost more
+    # than the rest of a 100-message batch's validation. NaN (which Python's JSON parser
+    # admits) is refused when the payload is encoded.
+    payload: Any = Field(examples=[{"id": 1}])
     headers: dict[str, str] | None = Field(default=None, examples=[{"type": "order.created"}])
     key: str | None = None
     idempotency_key: str | None = None
@@ -77,6 +80,14 @@ class MessageIn(Strict):
 
     def spec(self) -> dict[str, Any]:
         return {"payload": self.payload, **self.options()}
+
+    def item(self) -> Any:
+        """What Queue.publish_many takes for this message: the bare payload when it has no
+        options (and cannot be taken for a mapping of options itself), else its spec."""
+        bare = self.model_fields_set <= {"payload"} and not (
+            isinstance(self.payload, dict) and "payload" in self.payload
+        )
+        return self.payload if bare else self.spec()
 
 
 class BatchIn(Strict):

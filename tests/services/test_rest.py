@@ -27,19 +27,37 @@ async def test_topic_publish_browse_and_stats(http: httpx.AsyncClient) -> None:
 
     browsed = (await http.get("/topics/orders/messages", params={"from": 2, "limit": 5})).json()
     assert [m["payload"] for m in browsed["messages"]] == [2, "three"]
+    # Options on some messages of a batch, and a payload that looks like a message spec.
+    mixed = await http.post(
+        "/topics/orders/messages/batch",
+        json={
+            "messages": [
+                {"payload": {"payload": "inner"}},
+                {"payload": 5, "headers": {"type": "t"}, "key": "k"},
+                {"payload": None},
+            ]
+        },
+    )
+    assert mixed.json()["offsets"] == [4, 5, 6], mixed.text
+    browsed = (await http.get("/topics/orders/messages", params={"from": 4})).json()
+    assert [(m["payload"], m["headers"], m["key"]) for m in browsed["messages"]] == [
+        ({"payload": "inner"}, {}, None),
+        (5, {"type": "t"}, "k"),
+        (None, {}, None),
+    ]
 
     sub = await http.post(
         "/topics/orders/subscribers", json={"name": "billing", "start": "earliest"}
     )
     assert sub.status_code == 201 and sub.json()["position"] == 0
     stats = (await http.get("/stats")).json()
-    assert stats["topics"][0]["last_offset"] == 3
-    assert stats["subscribers"][0]["lag"] == 3
+    assert stats["topics"][0]["last_offset"] == 6
+    assert stats["subscribers"][0]["lag"] == 6
 
     reset = await http.post(
         "/topics/orders/subscribers/billing/reset", json={"to": "latest", "dry_run": True}
     )
-    assert reset.json()["results"][0]["new_position"] == 3
+    assert reset.json()["results"][0]["new_position"] == 6
     assert reset.json()["results"][0]["applied"] is False
 
     assert (await http.get("/healthz")).json() == {"status": "ok"}
@@ -78,6 +96,13 @@ async def test_errors_are_json_with_the_right_status(http: httpx.AsyncClient) ->
         await http.post(
             "/topics/orders/messages",
             content=b'{"payload": NaN}',
+            headers={"content-type": "application/json"},
+        )
+    ) == (422, "invalid_payload")
+    assert error(
+        await http.post(
+            "/topics/orders/messages/batch",
+            content=b'{"messages": [{"payload": 1}, {"payload": [Infinity]}]}',
             headers={"content-type": "application/json"},
         )
     ) == (422, "invalid_payload")
