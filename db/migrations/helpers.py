@@ -24,7 +24,8 @@ def run_script(sql: str) -> None:
     _await(driver.execute(sql))
 
 
-def run_frozen(revision_dir: str) -> None:
-    """Apply every .sql file frozen beside a revision, in name order."""
+def run_frozen(revision_dir: str, only: tuple[str, ...] | None = None) -> None:
+    """Apply the .sql files frozen beside a revision (all, or those named), in name order."""
     for path in sorted((VERSIONS / revision_dir).glob("*.sql")):
-        run_script(path.read_text())
+        if only is None or path.stem in only:
+            run_script(path.read_text())

@@ -140,13 +140,7 @@ UPGRADE = [
         PRIMARY KEY (topic_id, subscriber_id, "offset")
     )
     """,
-    # Partial, though due_at is never NULL: only a query with a condition on due_at may use
-    # it. Otherwise a planner that believes delivery is empty (stale statistics) may look up
-    # one offset through this index with a filter, walking every dead row of the subscriber.
-    """
-    CREATE INDEX delivery_due ON pgqueue.delivery (topic_id, subscriber_id, due_at)
-     WHERE due_at IS NOT NULL
-    """,
+    "CREATE INDEX delivery_due ON pgqueue.delivery (topic_id, subscriber_id, due_at)",
     "CREATE SEQUENCE pgqueue.lease_token_seq AS bigint CACHE 32",
     # Row types the functions return; kept here because re-creating a type drops its users.
     """

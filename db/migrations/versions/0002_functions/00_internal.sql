@@ -20,19 +20,6 @@ BEGIN
 END
 $$;
 
--- A JSON array as an array of its elements. The library sends a batch's payloads as one JSON
--- array text: one value to encode and parse instead of one per message.
-CREATE OR REPLACE FUNCTION pgqueue._jsonb_elements(items jsonb)
-RETURNS jsonb[]
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF jsonb_typeof(items) IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION 'payloads must be a JSON array' USING ERRCODE = 'PQ006';
-    END IF;
-    RETURN ARRAY(SELECT e FROM jsonb_array_elements(items) WITH ORDINALITY AS u(e, i) ORDER BY u.i);
-END
-$$;
-
 -- The topic row, or PQ001. FOR SHARE is not taken: callers that must exclude a concurrent
 -- delete take the topic's shared advisory lock instead (no disk write, no MultiXact).
 CREATE OR REPLACE FUNCTION pgqueue._find_topic(topic_name text)

@@ -31,9 +31,6 @@ CREATE OR REPLACE FUNCTION pgqueue._publish(
 )
 LANGUAGE plpgsql
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
@@ -98,32 +95,16 @@ BEGIN
             RAISE EXCEPTION 'publishing with commit needs READ COMMITTED isolation'
                 USING ERRCODE = 'PQ011';
         END IF;
-        IF idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0 THEN
-            -- Taken before the topic lock: what runs under it is only what must.
-            ids := ARRAY(SELECT nextval('pgqueue.message_id_seq') FROM generate_series(1, n));
-        END IF;
         PERFORM pg_advisory_xact_lock(pgqueue._lock_class('assign'), t.topic_id);
         -- In-transaction publishes that committed before us get their offsets first, so
-        -- offsets follow commit order. Usually there are none: two index probes on the window
-        -- of the next round (as _assign_locked computes it) and no round at all. After a
-        -- round, the log is read again (the second pass), without checking again: rows still
-        -- pending then are not committed.
-        FOR pass IN 1 .. 2 LOOP
-            -- The last row's round snapshot stays valid for the rows we append (an older
-            -- snapshot only widens the next round's window), so it is carried forward.
-            SELECT m."offset", m.round_snapshot INTO last_off, prev
-              FROM pgqueue.message m
-             WHERE m.topic_id = t.topic_id
-             ORDER BY m."offset" DESC LIMIT 1;
-            EXIT WHEN pass = 2 OR NOT (
-                EXISTS (SELECT 1 FROM pgqueue.pending p
-                         WHERE p.topic_id = t.topic_id
-                           AND p.xid >= coalesce(pg_snapshot_xmax(prev), '0'::xid8))
-                OR EXISTS (SELECT 1 FROM pgqueue.pending p
-                            WHERE p.topic_id = t.topic_id
-                              AND p.xid = ANY (ARRAY(SELECT pg_snapshot_xip(prev)))));
-            PERFORM pgqueue._assign_locked(t);
-        END LOOP;
+        -- offsets follow commit order. Usually there are none and this is two index probes.
+        PERFORM pgqueue._assign_locked(t);
+        -- The last row's round snapshot stays valid for the rows we append (an older snapshot
+        -- only widens the next round's window), so it is carried forward.
+        SELECT m."offset", m.round_snapshot INTO last_off, prev
+          FROM pgqueue.message m
+         WHERE m.topic_id = t.topic_id
+         ORDER BY m."offset" DESC LIMIT 1;
         last_off := coalesce(last_off, 0);
         PERFORM pgqueue._make_room(t, last_off, n);
     END IF;
@@ -131,16 +112,21 @@ BEGIN
     IF idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0 THEN
         -- The common case: one INSERT for the whole batch.
         IF direct THEN
-            -- Offsets and ids are known up front, so nothing comes back through RETURNING.
-            INSERT INTO pgqueue.message
-                   (topic_id, "offset", message_id, payload, headers, key, correlation_id,
-                    reply_to, published_at, available_at, round_snapshot)
-            SELECT t.topic_id, last_off + u.i, u.id, u.p, coalesce(u.h, '{}'), u.k, u.c, u.r,
-                   now(), CASE WHEN u.d > interval '0' THEN now() + u.d END,
-                   CASE WHEN u.i = n THEN prev END
-              FROM unnest(ids, payloads, headers, keys, correlation_ids, reply_tos, delays)
-                   WITH ORDINALITY AS u(id, p, h, k, c, r, d, i);
-            offsets := ARRAY(SELECT last_off + g FROM generate_series(1, n) AS g);
+            WITH ins AS (
+                INSERT INTO pgqueue.message
+                       (topic_id, "offset", message_id, payload, headers, key, correlation_id,
+                        reply_to, published_at, available_at, round_snapshot)
+                SELECT t.topic_id, last_off + u.i, nextval('pgqueue.message_id_seq'), u.p,
+                       coalesce(u.h, '{}'), u.k, u.c, u.r, now(),
+                       CASE WHEN u.d > interval '0' THEN now() + u.d END,
+                       CASE WHEN u.i = n THEN prev END
+                  FROM unnest(payloads, headers, keys, correlation_ids, reply_tos, delays)
+                       WITH ORDINALITY AS u(p, h, k, c, r, d, i)
+                RETURNING message_id, "offset"
+            )
+            SELECT array_agg(ins.message_id ORDER BY ins."offset"),
+                   array_agg(ins."offset" ORDER BY ins."offset")
+              INTO ids, offsets FROM ins;
         ELSE
             WITH ins AS (
                 INSERT INTO pgqueue.pending

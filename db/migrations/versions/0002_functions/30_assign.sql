@@ -11,15 +11,12 @@
 -- The round itself; the caller holds the topic's assignment lock.
 -- Its statements are built for index ranges only. pending is often empty when a plan is
 -- cached, which makes a sequential scan look free; that plan would then be kept while dead
--- rows pile up behind a long transaction. The enable_* settings keep the index plan.
+-- rows pile up behind a long transaction. enable_seqscan = off keeps the index plan.
 CREATE OR REPLACE FUNCTION pgqueue._assign_locked(t pgqueue.topic)
 RETURNS integer
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     s pg_snapshot;
@@ -51,11 +48,6 @@ BEGIN
         UNION ALL
         SELECT 1 FROM pgqueue.pending p WHERE p.topic_id = t.topic_id AND p.xid = ANY (prev_xip)
         LIMIT room + 1) w;
-    IF waiting = 0 THEN
-        -- The usual case for a direct publish. The DELETEs below could not find a row either:
-        -- they take only rows committed before s, which this later count would have seen.
-        RETURN 0;
-    END IF;
     IF waiting > room THEN
         SELECT count(*) INTO waiting FROM (
             SELECT 1 FROM pgqueue.pending p WHERE p.topic_id = t.topic_id AND p.xid >= prev_xmax
@@ -107,9 +99,6 @@ RETURNS integer
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     prev pg_snapshot;

@@ -6,12 +6,9 @@
 -- Competing consumers take due rows with FOR UPDATE SKIP LOCKED and new messages past the
 -- cursor under the subscriber row's lock, so claims are disjoint.
 --
--- These functions run with sequential scans, bitmap scans, hash and merge joins off: every
--- statement is written for index lookups and nested loops, and queue tables mislead the
--- planner. delivery is often empty when a plan is cached, which makes a sequential scan look
--- free, and the plan is kept while the table fills up; a fresh log segment has no statistics,
--- which made "every row of the topic, then hash join" look cheaper than 100 key lookups (a
--- drain ran at half speed until the next VACUUM).
+-- These functions run with enable_seqscan = off: every statement is written for an index, and
+-- queue tables mislead the planner (delivery is often empty when a plan is cached, which makes
+-- a sequential scan look free, and the plan is kept while the table fills up).
 
 CREATE OR REPLACE FUNCTION pgqueue._check_lease(lease interval)
 RETURNS void
@@ -39,9 +36,6 @@ CREATE OR REPLACE FUNCTION pgqueue.claim(
 RETURNS SETOF pgqueue.claimed_message
 LANGUAGE plpgsql
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
@@ -136,18 +130,14 @@ BEGIN
           INTO fresh, delayed, delayed_at, new_cursor
           FROM (SELECT r.*, count(*) FILTER (WHERE r.ready) OVER (ORDER BY r."offset")
                             - r.ready::integer AS ready_before
-                  FROM (SELECT q.*,
-                               q.ok AND (q.available_at IS NULL OR q.available_at <= now())
-                               AS ready
-                          -- _matches is not inlined (its sub-select): called once per row,
-                          -- and not at all without a filter, it was a sixth of a drain's claim.
-                          FROM (SELECT m."offset", m.available_at,
-                                       filt IS NULL OR pgqueue._matches(filt, m.payload, m.headers)
-                                       AS ok
-                                  FROM pgqueue.message m
-                                 WHERE m.topic_id = s.topic_id AND m."offset" > cur
-                                 ORDER BY m."offset"
-                                 LIMIT scan_limit) q) r) c
+                  FROM (SELECT m."offset", m.available_at,
+                               pgqueue._matches(filt, m.payload, m.headers) AS ok,
+                               pgqueue._matches(filt, m.payload, m.headers)
+                               AND (m.available_at IS NULL OR m.available_at <= now()) AS ready
+                          FROM pgqueue.message m
+                         WHERE m.topic_id = s.topic_id AND m."offset" > cur
+                         ORDER BY m."offset"
+                         LIMIT scan_limit) r) c
          WHERE c.ready_before < need;
         IF new_cursor IS NOT NULL THEN
             INSERT INTO pgqueue.delivery
@@ -169,11 +159,7 @@ BEGIN
           FROM (SELECT * FROM unnest(relet, relet_attempts) AS a(o, attempt)
                 UNION ALL
                 SELECT f.o, 1 FROM unnest(fresh) AS f(o)) u
-          -- One key lookup per offset, whatever the statistics say (LIMIT keeps the planner
-          -- from turning this into a scan of the topic).
-          CROSS JOIN LATERAL (SELECT * FROM pgqueue.message x
-                               WHERE x.topic_id = s.topic_id AND x."offset" = u.o
-                               LIMIT 1) m
+          JOIN pgqueue.message m ON m.topic_id = s.topic_id AND m."offset" = u.o
          ORDER BY m."offset";
 END
 $$;
@@ -214,29 +200,17 @@ CREATE OR REPLACE FUNCTION pgqueue.ack(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
     done bigint[];
 BEGIN
     lease_tokens := pgqueue._tokens_for(offsets, lease_tokens);
-    -- Rows found by one key lookup per offset (LATERAL ... LIMIT 1), then deleted by row id:
-    -- a plan that scans the subscriber's range instead walks every dead row of a drain. A row
-    -- updated meanwhile (its lease taken over) has a new row id and is left alone.
     WITH gone AS (
         DELETE FROM pgqueue.delivery x
-         WHERE x.ctid = ANY (ARRAY(
-                   SELECT d.ctid FROM unnest(offsets, lease_tokens) AS u(o, tk)
-                    CROSS JOIN LATERAL (
-                        SELECT y.ctid FROM pgqueue.delivery y
-                         WHERE y.topic_id = s.topic_id AND y.subscriber_id = s.subscriber_id
-                           AND y."offset" = u.o AND y.state = 'leased' AND y.lease_token = u.tk
-                         LIMIT 1) d))
-           AND x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id
-           AND x.state = 'leased' AND x.lease_token = ANY (lease_tokens)
+         USING unnest(offsets, lease_tokens) AS u(o, tk)
+         WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id
+           AND x."offset" = u.o AND x.state = 'leased' AND x.lease_token = u.tk
         RETURNING x."offset"
     )
     SELECT coalesce(array_agg(g."offset" ORDER BY g."offset"), '{}') INTO done FROM gone g;
@@ -278,9 +252,6 @@ CREATE OR REPLACE FUNCTION pgqueue.nack(
 RETURNS text
 LANGUAGE plpgsql
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
@@ -321,9 +292,6 @@ CREATE OR REPLACE FUNCTION pgqueue.extend_lease(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
@@ -355,9 +323,6 @@ CREATE OR REPLACE FUNCTION pgqueue.release(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
@@ -386,9 +351,6 @@ CREATE OR REPLACE FUNCTION pgqueue.seconds_until_due(topic text, subscriber text
 RETURNS double precision
 LANGUAGE plpgsql STABLE
 SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
@@ -396,9 +358,6 @@ DECLARE
 BEGIN
     SELECT d.due_at INTO due FROM pgqueue.delivery d
      WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id
-       -- Always true; it lets the partial index delivery_due serve this (an IS NOT NULL
-       -- condition would not: PostgreSQL 17+ drops it on a NOT NULL column).
-       AND d.due_at > '-infinity'
      ORDER BY d.due_at LIMIT 1;
     RETURN greatest(extract(epoch FROM due - clock_timestamp()), 0);
 END

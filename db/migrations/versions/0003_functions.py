@@ -1,0 +1,51 @@
+"""Claim, publish and assignment changes after the first release.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-01
+
+- Claim and ack stay on key lookups whatever the statistics say (planner settings on the
+  functions, LATERAL lookups), and `delivery_due` becomes partial, so that only a query with
+  a condition on due_at can use it.
+- Claim evaluates a subscriber's filter once per row, and not at all without one.
+- An assignment round returns at once when nothing waits; a direct publish runs one only when
+  pending rows fall in its window, takes its message ids before the topic lock, and returns
+  nothing through RETURNING.
+- `_jsonb_elements`: the library sends a batch's payloads as one JSON array.
+
+The frozen copies in 0003_functions/ are the files of db/functions/ that changed; downgrade
+puts 0002's back.
+"""
+
+from __future__ import annotations
+
+from db.migrations.helpers import run_frozen, run_script
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+CHANGED = ("00_internal", "20_publish", "30_assign", "50_claim")
+
+
+def upgrade() -> None:
+    run_script(
+        """
+        DROP INDEX pgqueue.delivery_due;
+        CREATE INDEX delivery_due ON pgqueue.delivery (topic_id, subscriber_id, due_at)
+         WHERE due_at IS NOT NULL;
+        """
+    )
+    run_frozen("0003_functions")
+
+
+def downgrade() -> None:
+    run_script(
+        """
+        DROP FUNCTION pgqueue._jsonb_elements(jsonb);
+        DROP INDEX pgqueue.delivery_due;
+        CREATE INDEX delivery_due ON pgqueue.delivery (topic_id, subscriber_id, due_at);
+        """
+    )
+    run_frozen("0002_functions", only=CHANGED)
