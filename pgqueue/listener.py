@@ -46,6 +46,10 @@ class Listener:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._reset_handlers: list[ResetHandler] = []
         self._reconnecting: asyncio.Task[None] | None = None
+        # The one connection attempt under way, which every caller shares: consumers starting
+        # together, or all claiming after a restart, open one connection, not one each.
+        self._attempt: asyncio.Task[None] | None = None
+        self._failing = False  # the last attempt failed; the reconnect loop backs off
         self._closed = False
         self._listened = False  # a connection was listening before (a new one is a reconnect)
         self.reconnects = 0
@@ -58,18 +62,34 @@ class Listener:
     async def start(self) -> None:
         """Listens now, and raises if it cannot."""
         if not self._closed and not self.connected:
-            await self._open()
+            await asyncio.shield(self._open_once())
 
     async def listen(self) -> None:
         """Returns once LISTEN is in effect, so that a reset committed after this returns is
-        heard. When the connection cannot be had now, a background task keeps trying."""
-        if self._closed or self.connected:
+        heard. When the connection cannot be had (or could not at the last attempt), returns
+        at once and leaves it to the reconnect loop, with its backoff."""
+        if self._closed or self.connected or self._failing:
             return
         try:
-            await self._open()
+            await asyncio.shield(self._open_once())
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            log.info("pgqueue listener connect failed: %s", error)
+            self._failed(error)
             self._listen_soon()
+
+    def _open_once(self) -> asyncio.Task[None]:
+        if self._attempt is None or self._attempt.done():
+            self._attempt = asyncio.get_running_loop().create_task(self._open())
+            # Its callers see its error; this keeps one nobody awaited any more from being
+            # reported as never retrieved.
+            self._attempt.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._attempt
+
+    def _failed(self, error: BaseException) -> None:
+        # The first failure of a run is a warning (a wrong DSN shows up here, not at connect);
+        # the retries after it are not.
+        if not self._failing:
+            log.warning("pgqueue listener cannot connect; retrying: %s", error)
+        self._failing = True
 
     def _listen_soon(self) -> None:
         if self._closed or self.connected:
@@ -79,10 +99,11 @@ class Listener:
 
     async def close(self) -> None:
         self._closed = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnecting
+        for task in (self._reconnecting, self._attempt):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(Exception):
@@ -125,6 +146,7 @@ class Listener:
             return
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
+        self._failing = False
         if self._listened:
             self.reconnects += 1
             log.info("pgqueue listener reconnected")
@@ -141,10 +163,13 @@ class Listener:
 
     async def _reconnect(self) -> None:
         delay = self._reconnect_delay
+        if self._failing:  # an attempt failed just now: back off before the next
+            await asyncio.sleep(delay)
         while not self._closed and not self.connected:
             try:
-                await self._open()
+                await asyncio.shield(self._open_once())
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                self._failed(error)
                 log.info("pgqueue listener connect failed: %s", error, extra={"delay": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_reconnect_delay)

@@ -84,21 +84,29 @@ class Session:
                 error = task.exception()
                 if isinstance(error, SlowClient):
                     # Give back first: closing goes through the same stalled transport.
-                    await self._give_back()
+                    await self._stop(tasks)
                     await self._close(CLOSE_TOO_SLOW, "too slow: frames were not taken in time")
                 elif error is not None and not isinstance(error, WebSocketDisconnect):
                     log.error("websocket session failed", exc_info=error)
                     await self._close(1011, "internal error")
         finally:
             unregister()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.handling is not None:
-                # An ack sent just before the close counts: it lands before the give-back
-                # below would release the same offsets to the group.
-                await asyncio.gather(self.handling, return_exceptions=True)
-            await self._give_back()
+            await self._stop(tasks)
+
+    async def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stops the session's tasks, lets the frame in hand finish, then gives back what is
+        still held (again harmless: nothing is left the second time)."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.handling is not None:
+            # An ack sent just before the close counts: it lands before the give-back below
+            # would release the same offsets to the group.
+            [outcome] = await asyncio.gather(self.handling, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                # Usually a reply to a client that is gone; logged in case it is not.
+                log.info("frame handling ended with an error", exc_info=outcome)
+        await self._give_back()
 
     # -- outgoing -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 
 import pgqueue
+from pgqueue.listener import Listener
 from tests.support import eventually, within
 
 
@@ -40,6 +41,41 @@ async def test_a_queue_listens_only_once_it_consumes(
     await queue.publish("orders", "heard")
     await eventually(lambda: _true(queue.listener.notifications > seen))
     assert queue.listener.reconnects == 0
+
+
+async def test_consumers_starting_together_open_one_connection(database_dsn: str) -> None:
+    opened = 0
+
+    async def connect() -> asyncpg.Connection:
+        nonlocal opened
+        opened += 1
+        return await asyncpg.connect(database_dsn)
+
+    listener = Listener(connect)
+    try:
+        with listener.waiter("orders"):  # starts an attempt, which the claims then share
+            await within(asyncio.gather(*(listener.listen() for _ in range(10))))
+            assert listener.connected
+        assert opened == 1
+    finally:
+        await listener.close()
+
+
+async def test_a_listener_that_cannot_connect_does_not_hold_up_claims(database_dsn: str) -> None:
+    attempts = 0
+
+    async def refused() -> asyncpg.Connection:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionRefusedError("no server here")
+
+    listener = Listener(refused, reconnect_delay=60)
+    try:
+        await within(listener.listen())  # fails, and leaves it to the reconnect loop
+        await within(asyncio.gather(*(listener.listen() for _ in range(10))))
+        assert not listener.connected and attempts == 1
+    finally:
+        await listener.close()
 
 
 async def test_listener_listens_again_after_its_connection_is_killed(
