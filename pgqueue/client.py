@@ -32,7 +32,7 @@ from pgqueue.models import (
     Topic,
     TopicStats,
 )
-from pgqueue.publish import batch_args, message_args, seconds
+from pgqueue.publish import batch_args, batch_params, message_args, seconds
 from pgqueue.queries import QUERIES
 from pgqueue.settings import Settings
 from pgqueue.targets import parse_target
@@ -190,12 +190,9 @@ class Queue:
     async def _send_batch(self, topic: str, rows: list[tuple[Any, ...]]) -> list[int]:
         if len(rows) == 1:
             return [await self._fetchval("publish_and_commit", *rows[0])]
-        columns = [list(column) for column in zip(*(row[1:] for row in rows), strict=True)]
-        # Payloads are never omitted; an all-NULL optional column goes as NULL.
-        options = [c if any(v is not None for v in c) else None for c in columns[1:]]
-        offsets: list[int] = await self._fetchval(
-            "publish_batch_and_commit", topic, join_array(columns[0]), *options
-        )
+        # Each row is message_args: topic, encoded payload, options.
+        params = batch_params(topic, join_array([r[1] for r in rows]), [r[2:] for r in rows])
+        offsets: list[int] = await self._fetchval("publish_batch_and_commit", *params)
         return offsets
 
     async def message_offsets(self, topic: str, message_ids: Sequence[int]) -> list[int | None]:

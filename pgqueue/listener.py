@@ -59,11 +59,6 @@ class Listener:
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 
-    async def start(self) -> None:
-        """Listens now, and raises if it cannot."""
-        if not self._closed and not self.connected:
-            await asyncio.shield(self._open_once())
-
     async def listen(self) -> None:
         """Returns once LISTEN is in effect, so that a reset committed after this returns is
         heard. When the connection cannot be had (or could not at the last attempt), returns
@@ -87,7 +82,9 @@ class Listener:
     def _failed(self, error: BaseException) -> None:
         # The first failure of a run is a warning (a wrong DSN shows up here, not at connect);
         # the retries after it are not.
-        if not self._failing:
+        if self._failing:
+            log.info("pgqueue listener connect failed: %s", error)
+        else:
             log.warning("pgqueue listener cannot connect; retrying: %s", error)
         self._failing = True
 
@@ -170,7 +167,6 @@ class Listener:
                 await asyncio.shield(self._open_once())
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 self._failed(error)
-                log.info("pgqueue listener connect failed: %s", error, extra={"delay": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_reconnect_delay)
 

@@ -39,6 +39,31 @@ def seconds(value: timedelta | float | None) -> timedelta | None:
 OPTIONS = ("headers", "key", "idempotency_key", "delay", "correlation_id", "reply_to")
 
 
+def is_spec(item: Any) -> bool:
+    """Whether a batch item is a message spec (a mapping with "payload") or a bare payload."""
+    return isinstance(item, Mapping) and "payload" in item
+
+
+def option_args(
+    headers: Mapping[str, str] | None,
+    key: str | None,
+    idempotency_key: str | None,
+    delay: timedelta | float | None,
+    correlation_id: str | None,
+    reply_to: str | None,
+) -> tuple[Any, ...]:
+    """A message's options as query parameters, checked, in OPTIONS order. Absent headers go
+    as NULL, which the SQL stores as {}."""
+    return (
+        encode_headers(headers) if headers else None,
+        key,
+        idempotency_key,
+        seconds(delay),
+        correlation_id,
+        reply_to,
+    )
+
+
 def message_args(
     topic: str,
     payload: Any,
@@ -52,53 +77,37 @@ def message_args(
     limit: int,
 ) -> tuple[Any, ...]:
     """The parameters of the publish queries for one message, checked."""
-    return (
-        topic,
-        encode(payload, limit=limit),
-        encode_headers(headers),
-        key,
-        idempotency_key,
-        seconds(delay),
-        correlation_id,
-        reply_to,
-    )
+    options = option_args(headers, key, idempotency_key, delay, correlation_id, reply_to)
+    return (topic, encode(payload, limit=limit), *options)
+
+
+def batch_params(
+    topic: str, payloads: str, option_rows: Sequence[Sequence[Any]]
+) -> tuple[Any, ...]:
+    """Parameters of the batch queries from one JSON array text of the payloads and each
+    message's option_args. An option no message uses goes as NULL: the SQL then skips it."""
+    columns = [list(c) for c in zip(*option_rows, strict=True)] or [[] for _ in OPTIONS]
+    return (topic, payloads, *[c if any(v is not None for v in c) else None for c in columns])
 
 
 def batch_args(topic: str, messages: Sequence[Any], *, limit: int) -> tuple[Any, ...]:
     """Parameters of the batch queries. Each message is a payload, or a mapping with "payload"
-    and any of headers, key, idempotency_key, delay, correlation_id, reply_to. The payloads go
-    as one JSON array text; an option no message uses goes as NULL."""
+    and any of headers, key, idempotency_key, delay, correlation_id, reply_to."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise InvalidArgument("messages must be a list")
-    specs = [item if isinstance(item, Mapping) and "payload" in item else None for item in messages]
-    if not any(spec is not None for spec in specs):
+    if not any(is_spec(item) for item in messages):
         # Plain payloads, the common case: no options to collect.
-        return (topic, encode_array(messages, limit=limit), *([None] * len(OPTIONS)))
+        return batch_params(topic, encode_array(messages, limit=limit), [])
     payloads: list[Any] = []
-    columns: list[list[Any]] = [[] for _ in OPTIONS]
-    for index, (item, spec) in enumerate(zip(messages, specs, strict=True)):
-        if spec is None:
-            spec = {"payload": item}
+    option_rows: list[tuple[Any, ...]] = []
+    for index, item in enumerate(messages):
+        spec = item if is_spec(item) else {"payload": item}
         unknown = set(spec) - {"payload", *OPTIONS}
         if unknown:
             raise InvalidArgument(f"message {index + 1}: unknown fields {sorted(unknown)}")
         payloads.append(spec["payload"])
-        headers = spec.get("headers")
-        values = (
-            encode_headers(headers) if headers else None,  # the SQL stores NULL as {}
-            spec.get("key"),
-            spec.get("idempotency_key"),
-            seconds(spec.get("delay")),
-            spec.get("correlation_id"),
-            spec.get("reply_to"),
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return (
-        topic,
-        encode_array(payloads, limit=limit),
-        *[c if any(v is not None for v in c) else None for c in columns],
-    )
+        option_rows.append(option_args(*(spec.get(name) for name in OPTIONS)))
+    return batch_params(topic, encode_array(payloads, limit=limit), option_rows)
 
 
 async def publish(

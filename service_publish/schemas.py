@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 import pgqueue
+from pgqueue.publish import is_spec
 
 
 class Strict(BaseModel):
@@ -84,9 +85,7 @@ class MessageIn(Strict):
     def item(self) -> Any:
         """What Queue.publish_many takes for this message: the bare payload when it has no
         options (and cannot be taken for a mapping of options itself), else its spec."""
-        bare = self.model_fields_set <= {"payload"} and not (
-            isinstance(self.payload, dict) and "payload" in self.payload
-        )
+        bare = self.model_fields_set <= {"payload"} and not is_spec(self.payload)
         return self.payload if bare else self.spec()
 
 

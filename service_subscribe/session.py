@@ -78,24 +78,26 @@ class Session:
             asyncio.create_task(self._receive()),
             asyncio.create_task(self._announce()),
         ]
+        too_slow = False
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 error = task.exception()
                 if isinstance(error, SlowClient):
-                    # Give back first: closing goes through the same stalled transport.
-                    await self._stop(tasks)
-                    await self._close(CLOSE_TOO_SLOW, "too slow: frames were not taken in time")
+                    too_slow = True
                 elif error is not None and not isinstance(error, WebSocketDisconnect):
                     log.error("websocket session failed", exc_info=error)
                     await self._close(1011, "internal error")
         finally:
             unregister()
             await self._stop(tasks)
+        if too_slow:
+            # After the give-back: closing goes through the same stalled transport.
+            await self._close(CLOSE_TOO_SLOW, "too slow: frames were not taken in time")
 
     async def _stop(self, tasks: list[asyncio.Task[None]]) -> None:
         """Stops the session's tasks, lets the frame in hand finish, then gives back what is
-        still held (again harmless: nothing is left the second time)."""
+        still held."""
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -19,14 +19,15 @@ puts 0002's back.
 
 from __future__ import annotations
 
-from db.migrations.helpers import run_frozen, run_script
+from db.migrations.helpers import VERSIONS, run_frozen, run_script
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-CHANGED = ("00_internal", "20_publish", "30_assign", "50_claim")
+# The files frozen beside this revision: the ones downgrade puts 0002's text back for.
+CHANGED = tuple(path.stem for path in (VERSIONS / "0003_functions").glob("*.sql"))
 
 
 def upgrade() -> None:

@@ -44,6 +44,8 @@ DECLARE
     existing bigint;
     last_off bigint;
     prev pg_snapshot;
+    -- No idempotency keys: one INSERT for the whole batch, ids taken up front.
+    keyless boolean := idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0;
 BEGIN
     IF n = 0 THEN
         RAISE EXCEPTION 'nothing to publish' USING ERRCODE = 'PQ006';
@@ -98,7 +100,7 @@ BEGIN
             RAISE EXCEPTION 'publishing with commit needs READ COMMITTED isolation'
                 USING ERRCODE = 'PQ011';
         END IF;
-        IF idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0 THEN
+        IF keyless THEN
             -- Taken before the topic lock: what runs under it is only what must.
             ids := ARRAY(SELECT nextval('pgqueue.message_id_seq') FROM generate_series(1, n));
         END IF;
@@ -128,7 +130,7 @@ BEGIN
         PERFORM pgqueue._make_room(t, last_off, n);
     END IF;
 
-    IF idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0 THEN
+    IF keyless THEN
         -- The common case: one INSERT for the whole batch.
         IF direct THEN
             -- Offsets and ids are known up front, so nothing comes back through RETURNING.
