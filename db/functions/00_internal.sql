@@ -70,6 +70,28 @@ BEGIN
 END
 $$;
 
+-- Makes the current transaction's commit wait until the WAL is flushed up to `upto` (default:
+-- everything written so far). PostgreSQL flushes at commit only for a transaction that wrote
+-- WAL of its own (RecordTransactionCommit decides before it writes the commit record), so a
+-- read-only transaction or one that only took an xid commits without any flush, whatever
+-- synchronous_commit says. When the flush is behind, this writes a tiny transactional WAL
+-- record and turns synchronous commit back on for this transaction, so its commit returns only
+-- once everything before it, the caller's rows included, is on disk. A flush that is already
+-- past `upto` (another session's group commit) costs nothing.
+CREATE OR REPLACE FUNCTION pgqueue._flush_at_commit(upto pg_lsn DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_current_wal_flush_lsn() >= coalesce(upto, pg_current_wal_insert_lsn()) THEN
+        RETURN;
+    END IF;
+    IF current_setting('synchronous_commit') = 'off' THEN
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+    PERFORM pg_logical_emit_message(true, 'pgqueue', 'flush');
+END
+$$;
+
 -- Advisory lock keys: (class, topic_id). The class keeps us clear of the application's own
 -- advisory locks, which mostly use the one-argument form.
 CREATE OR REPLACE FUNCTION pgqueue._lock_class(purpose text)

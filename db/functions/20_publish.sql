@@ -313,7 +313,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     t pgqueue.topic;
     r record;
-    committed_at pg_lsn;
 BEGIN
     -- Before anything runs in this transaction; local, so it ends at the COMMIT below.
     PERFORM set_config('synchronous_commit', 'off', true);
@@ -324,12 +323,9 @@ BEGIN
     PERFORM pg_notify('pgqueue', t.name);
     -- Inside a transaction block this COMMIT fails with SQLSTATE 2D000.
     COMMIT;
-    committed_at := pg_current_wal_insert_lsn();
-    IF pg_current_wal_flush_lsn() < committed_at THEN
-        -- Wait for durability: a transaction with an xid writes a commit record and, being
-        -- synchronous, waits for the flush of all WAL before it, sharing that flush with
-        -- every concurrent committer.
-        PERFORM pg_current_xact_id();
-    END IF;
+    -- The offsets are answered only once the append is on disk: this second transaction's
+    -- commit waits for a flush covering the first one's commit record, shared with every
+    -- concurrent committer (group commit), or costs nothing if one already covered it.
+    PERFORM pgqueue._flush_at_commit(pg_current_wal_insert_lsn());
 END
 $$;
