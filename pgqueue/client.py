@@ -388,6 +388,21 @@ class Queue:
         done: list[int] = await self._fetchval("release", topic, subscriber, offsets, tokens)
         return done
 
+    async def give_back(
+        self,
+        topic: str,
+        subscriber: str,
+        messages: Sequence[Acked],
+        lease_tokens: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Gives back claims the consumer never received: claimable now, and the claim does
+        not count as a delivery attempt."""
+        offsets, tokens = _offsets_and_tokens(messages, lease_tokens)
+        if not offsets:
+            return []
+        done: list[int] = await self._fetchval("give_back", topic, subscriber, offsets, tokens)
+        return done
+
     def consume(
         self,
         topic: str,

@@ -77,11 +77,11 @@ BEGIN
     PERFORM pgqueue._assign(t, false);
     token := nextval('pgqueue.lease_token_seq');
 
-    -- 1. Due rows: expired leases and scheduled retries. An expired lease on the last allowed
-    --    attempt goes to the dead-letter list instead.
-    SELECT array_agg(d."offset" ORDER BY d."offset")
-               FILTER (WHERE d.state = 'retry' OR d.attempt < s.max_attempts),
-           array_agg(d."offset") FILTER (WHERE d.state = 'leased' AND d.attempt >= s.max_attempts)
+    -- 1. Due rows: expired leases, scheduled retries and released claims. One that has used
+    --    its last allowed attempt goes to the dead-letter list instead: max_attempts is never
+    --    exceeded, however the earlier attempts ended (a lease running out, a nack, a release).
+    SELECT array_agg(d."offset" ORDER BY d."offset") FILTER (WHERE d.attempt < s.max_attempts),
+           array_agg(d."offset") FILTER (WHERE d.attempt >= s.max_attempts)
       INTO relet, expired
       FROM (SELECT x."offset", x.state, x.attempt
               FROM pgqueue.delivery x
@@ -91,7 +91,7 @@ BEGIN
              LIMIT max_messages
                FOR UPDATE SKIP LOCKED) d;
     IF expired IS NOT NULL THEN
-        PERFORM pgqueue._bury(s, expired, 'lease expired');
+        PERFORM pgqueue._bury(s, expired, NULL);
     END IF;
     IF relet IS NOT NULL THEN
         WITH again AS (
@@ -193,7 +193,9 @@ BEGIN
     )
     INSERT INTO pgqueue.dead_letter AS dl
            (topic_id, subscriber_id, "offset", attempts, last_error)
-    SELECT g.topic_id, g.subscriber_id, g."offset", g.attempt, coalesce(reason, g.last_error)
+    SELECT g.topic_id, g.subscriber_id, g."offset", g.attempt,
+           coalesce(reason, g.last_error,
+                    CASE g.state WHEN 'leased' THEN 'lease expired' ELSE 'released' END)
       FROM gone g
     ON CONFLICT (topic_id, subscriber_id, "offset") DO UPDATE
        SET attempts = excluded.attempts, last_error = excluded.last_error, dead_at = now();
@@ -297,7 +299,7 @@ BEGIN
         RETURN 'lost';
     END IF;
     IF d.attempt >= s.max_attempts THEN
-        PERFORM pgqueue._bury(s, ARRAY[d."offset"], error);
+        PERFORM pgqueue._bury(s, ARRAY[d."offset"], coalesce(error, 'nacked'));
         RETURN 'dead';
     END IF;
     UPDATE pgqueue.delivery x
@@ -380,8 +382,47 @@ BEGIN
 END
 $$;
 
+-- Gives back claims that never reached the consumer (a connection that ended before it sent
+-- them): claimable again now, and the claim's attempt is taken back, so messages claimed
+-- beside one that kills connections are not charged for it. Returns the offsets given back.
+CREATE OR REPLACE FUNCTION pgqueue.give_back(
+    topic text,
+    subscriber text,
+    offsets bigint[],
+    lease_tokens bigint[]
+)
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
+    done bigint[];
+BEGIN
+    lease_tokens := pgqueue._tokens_for(offsets, lease_tokens);
+    WITH freed AS (
+        UPDATE pgqueue.delivery x
+           SET state = 'retry', lease_token = NULL, due_at = now(),
+               attempt = greatest(x.attempt - 1, 0)
+          FROM unnest(offsets, lease_tokens) AS u(o, tk)
+         WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id
+           AND x."offset" = u.o AND x.state = 'leased' AND x.lease_token = u.tk
+        RETURNING x."offset"
+    )
+    SELECT coalesce(array_agg(f."offset" ORDER BY f."offset"), '{}') INTO done FROM freed f;
+    IF cardinality(done) > 0 THEN
+        PERFORM pg_notify('pgqueue', topic);
+    END IF;
+    RETURN done;
+END
+$$;
+
 -- Seconds until the subscriber's next retry, delayed message or lease expiry falls due (0 if
 -- one is due now, NULL if none): idle consumers sleep that long instead of a full poll.
+-- (greatest() ignores NULLs: greatest(NULL, 0) is 0, which made idle consumers spin.)
 CREATE OR REPLACE FUNCTION pgqueue.seconds_until_due(topic text, subscriber text)
 RETURNS double precision
 LANGUAGE plpgsql STABLE
@@ -400,6 +441,9 @@ BEGIN
        -- condition would not: PostgreSQL 17+ drops it on a NOT NULL column).
        AND d.due_at > '-infinity'
      ORDER BY d.due_at LIMIT 1;
+    IF due IS NULL THEN
+        RETURN NULL;
+    END IF;
     RETURN greatest(extract(epoch FROM due - clock_timestamp()), 0);
 END
 $$;

@@ -73,6 +73,9 @@ SELECT pgqueue.extend_lease($1::text, $2::text, $3::bigint[], $4::bigint[], $5::
 -- name: release
 SELECT pgqueue.release($1::text, $2::text, $3::bigint[], $4::bigint[])
 
+-- name: give_back
+SELECT pgqueue.give_back($1::text, $2::text, $3::bigint[], $4::bigint[])
+
 -- name: reset
 SELECT * FROM pgqueue.reset($1::text, $2::text, $3::bigint, $4::text, $5::timestamptz,
                             $6::interval, $7::bigint, $8::boolean, $9::bigint, $10::boolean)

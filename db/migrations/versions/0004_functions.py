@@ -22,7 +22,10 @@ branch_labels = None
 depends_on = None
 
 CHANGED = tuple(path.stem for path in (VERSIONS / "0004_functions").glob("*.sql"))
-ADDED = ("pgqueue._flush_at_commit(pg_lsn)",)
+ADDED = (
+    "pgqueue._flush_at_commit(pg_lsn)",
+    "pgqueue.give_back(text, text, bigint[], bigint[])",
+)
 
 
 def upgrade() -> None:
