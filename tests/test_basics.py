@@ -55,12 +55,14 @@ async def test_publish_inside_callers_transaction(
     async with conn.transaction():
         message_id = await pgqueue.publish(conn, "orders", {"id": 1})
         ids = await pgqueue.publish_many(conn, "orders", [{"id": 2}, {"id": 3}])
-    assert await queue.message_offsets("orders", [message_id, *ids]) == [None, None, None]
+        # Not committed: no offsets, and nothing for anyone to claim.
+        assert await queue.message_offsets("orders", [message_id, *ids]) == [None, None, None]
+        assert await queue.claim("orders", "billing", 10) == []
 
-    # A claim runs the assignment round itself.
+    # Committed: asking for the offsets numbers them (no claim or direct publish needed).
+    assert await queue.message_offsets("orders", [message_id, *ids]) == [1, 2, 3]
     claimed = await queue.claim("orders", "billing", 10)
     assert [m.payload["id"] for m in claimed] == [1, 2, 3]
-    assert await queue.message_offsets("orders", [message_id, *ids]) == [1, 2, 3]
 
 
 async def test_publish_and_commit_refuses_a_transaction_block(

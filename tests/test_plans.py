@@ -96,6 +96,6 @@ async def test_in_transaction_publish_and_round_plans(
 ) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pgqueue.publish('big', '1')")
-    round_plans = await _plans(conn, "SELECT pgqueue.assign('big')")
+    round_plans = await _plans(conn, "CALL pgqueue.assign('big', NULL)")
     _assert_no_seq_scan(round_plans)
     assert "pending_topic_xid" in round_plans

@@ -82,13 +82,27 @@ CREATE OR REPLACE FUNCTION pgqueue._flush_at_commit(upto pg_lsn DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF pg_current_wal_flush_lsn() >= coalesce(upto, pg_current_wal_insert_lsn()) THEN
+    -- A standby only ever has WAL its primary flushed; a read-only transaction cannot write
+    -- the record (its caller chose a transaction that can give no such guarantee).
+    IF pg_is_in_recovery() OR current_setting('transaction_read_only')::boolean
+       OR pg_current_wal_flush_lsn() >= coalesce(upto, pg_current_wal_insert_lsn()) THEN
         RETURN;
     END IF;
+    PERFORM pgqueue._durable_commit();
+    PERFORM pg_logical_emit_message(true, 'pgqueue', 'flush');
+END
+$$;
+
+-- Makes this transaction's commit synchronous even in a session that turned
+-- synchronous_commit off: for transactions whose results (offsets handed out, messages
+-- claimed) are shown to someone, who must never see them taken back by a crash.
+CREATE OR REPLACE FUNCTION pgqueue._durable_commit()
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
     IF current_setting('synchronous_commit') = 'off' THEN
         PERFORM set_config('synchronous_commit', 'on', true);
     END IF;
-    PERFORM pg_logical_emit_message(true, 'pgqueue', 'flush');
 END
 $$;
 

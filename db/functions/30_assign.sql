@@ -8,6 +8,42 @@
 -- rounds, and a long transaction anywhere in the cluster costs one index probe, not a stall.
 -- A round moves exactly the rows visible in its own snapshot; later commits wait for the next.
 
+-- The snapshot an assignment round works in and records. PostgreSQL never lists the current
+-- transaction in its own snapshot, so a round run by a transaction that has published (or may
+-- publish later) would count that transaction's rows as committed: it would move the ones it
+-- sees now and leave later ones outside every future round's window. The current transaction
+-- is therefore added to the in-progress list: its rows wait, like any uncommitted rows, for a
+-- round after it commits.
+CREATE OR REPLACE FUNCTION pgqueue._round_snapshot()
+RETURNS pg_snapshot
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    s pg_snapshot := pg_current_snapshot();
+    own xid8 := pg_current_xact_id_if_assigned();
+BEGIN
+    -- At or above xmax it is outside the snapshot already (not visible, and in the next
+    -- round's window).
+    IF own IS NULL OR own >= pg_snapshot_xmax(s) THEN
+        RETURN s;
+    END IF;
+    RETURN format('%s:%s:%s',
+                  least(pg_snapshot_xmin(s), own), pg_snapshot_xmax(s),
+                  (SELECT string_agg(x::text, ',' ORDER BY x)
+                     FROM (SELECT pg_snapshot_xip(s) UNION SELECT own) AS u(x)))::pg_snapshot;
+END
+$$;
+
+-- Whether an opportunistic round (from a claim or a read) may run here: only in a transaction
+-- of its own, since the round's lock lasts until commit and every direct publisher to the
+-- topic waits for it. `allowed` is the caller's word (the library knows it runs each claim in
+-- its own transaction); NULL asks PostgreSQL, which can tell only for a statement sent alone
+-- with the simple protocol (psql): there the transaction began with this statement.
+CREATE OR REPLACE FUNCTION pgqueue._may_assign(allowed boolean)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(allowed, statement_timestamp() = transaction_timestamp())
+$$;
+
 -- The round itself; the caller holds the topic's assignment lock.
 -- Its statements are built for index ranges only. pending is often empty when a plan is
 -- cached, which makes a sequential scan look free; that plan would then be kept while dead
@@ -38,7 +74,7 @@ BEGIN
      WHERE m.topic_id = t.topic_id
      ORDER BY m."offset" DESC LIMIT 1;
     last_off := coalesce(last_off, 0);
-    s := pg_current_snapshot();
+    s := pgqueue._round_snapshot();
 
     -- No previous round (a new topic): every pending row of the topic is a candidate.
     prev_xmax := coalesce(pg_snapshot_xmax(prev), '0'::xid8);
@@ -78,7 +114,10 @@ BEGIN
            AND pg_visible_in_snapshot(p.xid, s)
         RETURNING p.*
     ), numbered AS (
-        SELECT g.*, last_off + row_number() OVER (ORDER BY g.message_id) AS new_offset,
+        -- Offsets follow the publishing transactions' xids, then their own order: a
+        -- transaction that took its xid after another committed gets the later offsets
+        -- (message ids come from per-backend sequence caches and say nothing across sessions).
+        SELECT g.*, last_off + row_number() OVER (ORDER BY g.xid, g.message_id) AS new_offset,
                last_off + count(*) OVER () AS round_last
           FROM (SELECT * FROM newer UNION ALL SELECT * FROM was_running) g
     )
@@ -95,6 +134,9 @@ BEGIN
     IF moved > 0 THEN
         -- One coalesced hint per round, sent from the round's own short transaction.
         PERFORM pg_notify('pgqueue', t.name);
+        -- Offsets handed out are offsets shown: the round commits durably even in a session
+        -- that turned synchronous_commit off, or a crash could give them to other messages.
+        PERFORM pgqueue._durable_commit();
     END IF;
     RETURN moved;
 END
@@ -148,14 +190,16 @@ BEGIN
 END
 $$;
 
--- Runs an assignment round now; returns how many messages got offsets. Claims run rounds
--- themselves, so this is only needed by callers that publish and read without claiming.
-CREATE OR REPLACE FUNCTION pgqueue.assign(topic text)
-RETURNS integer
+-- Runs an assignment round now and commits it; `assigned` says how many messages got offsets.
+-- Claims and reads run rounds themselves, so this is only needed by callers that publish and
+-- read without the library. A procedure, so that it commits at once: a round's lock lasts
+-- until commit, and every direct publisher to the topic waits for it. Inside a transaction
+-- block it fails (SQLSTATE 2D000) before taking anything.
+CREATE OR REPLACE PROCEDURE pgqueue.assign(topic text, INOUT assigned integer DEFAULT NULL)
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- The round's lock lasts until commit: call this in its own short transaction, or every
-    -- publish_and_commit on the topic waits for yours.
-    RETURN pgqueue._assign(pgqueue._find_topic(topic), true);
+    COMMIT;
+    assigned := pgqueue._assign(pgqueue._find_topic(topic), true);
+    COMMIT;
 END
 $$;

@@ -28,13 +28,17 @@ $$;
 -- number and the lease token that ack, nack and extend_lease must present. ack_offsets and
 -- ack_tokens (as for pgqueue.ack) ack earlier messages in the same transaction: a consumer
 -- that acks one batch as it claims the next pays one commit per batch, not two.
+-- assign: whether this claim may first give committed in-transaction publishes their offsets
+-- (see pgqueue._may_assign). Pass true when the claim runs in a transaction of its own, false
+-- (or leave NULL) inside a longer transaction: a round's lock lasts until commit.
 CREATE OR REPLACE FUNCTION pgqueue.claim(
     topic text,
     subscriber text,
     max_messages integer DEFAULT 1,
     lease interval DEFAULT interval '30 seconds',
     ack_offsets bigint[] DEFAULT NULL,
-    ack_tokens bigint[] DEFAULT NULL
+    ack_tokens bigint[] DEFAULT NULL,
+    assign boolean DEFAULT NULL
 )
 RETURNS SETOF pgqueue.claimed_message
 LANGUAGE plpgsql
@@ -58,6 +62,8 @@ DECLARE
     delayed bigint[];
     delayed_at timestamptz[];
     new_cursor bigint;
+    start_cursor bigint;
+    old_timeout text;
     epoch bigint;
     reset_position bigint;
 BEGIN
@@ -72,9 +78,10 @@ BEGIN
     END IF;
 
     -- Give committed in-transaction publishes their offsets first, unless another round is
-    -- running (its NOTIFY brings us back). Claim in a short transaction of its own: a round's
-    -- lock lasts until commit, and direct publishers to the topic wait for it.
-    PERFORM pgqueue._assign(t, false);
+    -- running (its NOTIFY brings us back) or this claim may be part of a longer transaction.
+    IF pgqueue._may_assign(assign) THEN
+        PERFORM pgqueue._assign(t, false);
+    END IF;
     token := nextval('pgqueue.lease_token_seq');
 
     -- 1. Due rows: expired leases, scheduled retries and released claims. One that has used
@@ -113,11 +120,22 @@ BEGIN
     need := max_messages - coalesce(cardinality(relet), 0);
     IF need > 0 AND pgqueue._last_offset(s.topic_id) > s.cursor THEN
         IF relet IS NULL AND expired IS NULL THEN
-            SELECT x.cursor, x.filter, x.epoch, x.reset_position
-              INTO cur, filt, epoch, reset_position
-              FROM pgqueue.subscriber x
-             WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id
-               FOR UPDATE;
+            -- Competing claims take turns here, for a millisecond each. A transaction that
+            -- keeps the row (a claim, reset or alter_subscriber inside a longer transaction)
+            -- is waited for at most half a second: this claim then hands out only due rows,
+            -- and its consumer comes back at its next wake-up.
+            old_timeout := current_setting('lock_timeout');
+            PERFORM set_config('lock_timeout', '500ms', true);
+            BEGIN
+                SELECT x.cursor, x.filter, x.epoch, x.reset_position
+                  INTO cur, filt, epoch, reset_position
+                  FROM pgqueue.subscriber x
+                 WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id
+                   FOR UPDATE;
+            EXCEPTION WHEN lock_not_available THEN
+                cur := NULL;
+            END;
+            PERFORM set_config('lock_timeout', old_timeout, true);
         ELSE
             SELECT x.cursor, x.filter, x.epoch, x.reset_position
               INTO cur, filt, epoch, reset_position
@@ -128,28 +146,34 @@ BEGIN
     END IF;
     IF cur IS NOT NULL THEN
         -- A filter may reject most rows: look further, and move the cursor past them anyway.
+        -- The scan goes on, a chunk at a time, until it finds a message to deliver now or
+        -- reaches the end of the log: an empty claim means "nothing to deliver now", never
+        -- "not looked far enough" (thousands of non-matching or delayed messages ahead).
         scan_limit := CASE WHEN filt IS NULL THEN need ELSE greatest(need * 10, 1000) END;
-        SELECT array_agg(c."offset" ORDER BY c."offset") FILTER (WHERE c.ready),
-               array_agg(c."offset" ORDER BY c."offset") FILTER (WHERE c.ok AND NOT c.ready),
-               array_agg(c.available_at ORDER BY c."offset") FILTER (WHERE c.ok AND NOT c.ready),
-               max(c."offset")
-          INTO fresh, delayed, delayed_at, new_cursor
-          FROM (SELECT r.*, count(*) FILTER (WHERE r.ready) OVER (ORDER BY r."offset")
-                            - r.ready::integer AS ready_before
-                  FROM (SELECT q.*,
-                               q.ok AND (q.available_at IS NULL OR q.available_at <= now())
-                               AS ready
-                          -- _matches is not inlined (its sub-select): called once per row,
-                          -- and not at all without a filter, it was a sixth of a drain's claim.
-                          FROM (SELECT m."offset", m.available_at,
-                                       filt IS NULL OR pgqueue._matches(filt, m.payload, m.headers)
-                                       AS ok
-                                  FROM pgqueue.message m
-                                 WHERE m.topic_id = s.topic_id AND m."offset" > cur
-                                 ORDER BY m."offset"
-                                 LIMIT scan_limit) q) r) c
-         WHERE c.ready_before < need;
-        IF new_cursor IS NOT NULL THEN
+        start_cursor := cur;
+        LOOP
+            SELECT array_agg(c."offset" ORDER BY c."offset") FILTER (WHERE c.ready),
+                   array_agg(c."offset" ORDER BY c."offset") FILTER (WHERE c.ok AND NOT c.ready),
+                   array_agg(c.available_at ORDER BY c."offset") FILTER (WHERE c.ok AND NOT c.ready),
+                   max(c."offset")
+              INTO fresh, delayed, delayed_at, new_cursor
+              FROM (SELECT r.*, count(*) FILTER (WHERE r.ready) OVER (ORDER BY r."offset")
+                                - r.ready::integer AS ready_before
+                      FROM (SELECT q.*,
+                                   q.ok AND (q.available_at IS NULL OR q.available_at <= now())
+                                   AS ready
+                              -- _matches is not inlined (its sub-select): called once per row,
+                              -- and not at all without a filter, it was a sixth of a drain's
+                              -- claim.
+                              FROM (SELECT m."offset", m.available_at,
+                                           filt IS NULL
+                                           OR pgqueue._matches(filt, m.payload, m.headers) AS ok
+                                      FROM pgqueue.message m
+                                     WHERE m.topic_id = s.topic_id AND m."offset" > cur
+                                     ORDER BY m."offset"
+                                     LIMIT scan_limit) q) r) c
+             WHERE c.ready_before < need;
+            EXIT WHEN new_cursor IS NULL;
             INSERT INTO pgqueue.delivery
                    (topic_id, subscriber_id, "offset", state, attempt, lease_token, due_at)
             SELECT s.topic_id, s.subscriber_id, f.o, 'leased', 1, token, now() + lease
@@ -157,9 +181,19 @@ BEGIN
             UNION ALL
             SELECT s.topic_id, s.subscriber_id, w.o, 'retry', 0, NULL, w.at
               FROM unnest(delayed, delayed_at) w(o, at);
-            UPDATE pgqueue.subscriber x SET cursor = new_cursor
+            cur := new_cursor;
+            EXIT WHEN fresh IS NOT NULL;
+        END LOOP;
+        IF cur > start_cursor THEN
+            UPDATE pgqueue.subscriber x SET cursor = cur
              WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id;
         END IF;
+    END IF;
+
+    IF relet IS NOT NULL OR fresh IS NOT NULL THEN
+        -- What a consumer is handed must not be taken back by a crash (the claim is durable
+        -- even in a session with synchronous_commit off, and its flush covers the messages).
+        PERFORM pgqueue._durable_commit();
     END IF;
 
     RETURN QUERY

@@ -34,10 +34,11 @@ CALL pgqueue.publish_batch_and_commit($1::text, pgqueue._jsonb_elements($2::json
                                       $7::text[], $8::text[], NULL)
 
 -- name: message_offsets
-SELECT pgqueue.message_offsets($1::text, $2::bigint[])
+-- The library runs it in a transaction of its own, so it may number waiting messages first.
+SELECT pgqueue.message_offsets($1::text, $2::bigint[], true)
 
 -- name: assign
-SELECT pgqueue.assign($1::text)
+CALL pgqueue.assign($1::text, NULL)
 
 -- name: create_subscriber
 SELECT * FROM pgqueue.create_subscriber($1::text, $2::text, $3::text, $4::bigint,
@@ -59,7 +60,7 @@ SELECT * FROM pgqueue.subscriber_by_id($1::bigint)
 
 -- name: claim
 SELECT * FROM pgqueue.claim($1::text, $2::text, $3::integer, $4::interval, $5::bigint[],
-                            $6::bigint[])
+                            $6::bigint[], true)
 
 -- name: ack
 SELECT pgqueue.ack($1::text, $2::text, $3::bigint[], $4::bigint[])
@@ -96,7 +97,7 @@ SELECT * FROM pgqueue.topic_stats($1::text)
 SELECT * FROM pgqueue.subscriber_stats($1::text, $2::text)
 
 -- name: read_messages
-SELECT * FROM pgqueue.read_messages($1::text, $2::bigint, $3::integer)
+SELECT * FROM pgqueue.read_messages($1::text, $2::bigint, $3::integer, true)
 
 -- name: ping
 SELECT 1

@@ -24,17 +24,44 @@ depends_on = None
 CHANGED = tuple(path.stem for path in (VERSIONS / "0004_functions").glob("*.sql"))
 ADDED = (
     "pgqueue._flush_at_commit(pg_lsn)",
+    "pgqueue._durable_commit()",
+    "pgqueue._round_snapshot()",
+    "pgqueue._may_assign(boolean)",
     "pgqueue.give_back(text, text, bigint[], bigint[])",
+)
+# Functions that gained an `assign` argument: (old signature, new signature).
+REPLACED = (
+    (
+        "pgqueue.claim(text, text, integer, interval, bigint[], bigint[])",
+        "pgqueue.claim(text, text, integer, interval, bigint[], bigint[], boolean)",
+    ),
+    (
+        "pgqueue.read_messages(text, bigint, integer)",
+        "pgqueue.read_messages(text, bigint, integer, boolean)",
+    ),
+    (
+        "pgqueue.message_offsets(text, bigint[])",
+        "pgqueue.message_offsets(text, bigint[], boolean)",
+    ),
 )
 
 
+# assign becomes a procedure that commits (a round's lock must not outlive it).
+ASSIGN_FUNCTION = "FUNCTION pgqueue.assign(text)"
+ASSIGN_PROCEDURE = "PROCEDURE pgqueue.assign(text, integer)"
+
+
 def upgrade() -> None:
+    for old, _ in REPLACED:
+        run_script(f"DROP FUNCTION {old}")
+    run_script(f"DROP {ASSIGN_FUNCTION}")
     run_frozen("0004_functions")
 
 
 def downgrade() -> None:
-    for signature in ADDED:
+    for signature in (*ADDED, *(new for _, new in REPLACED)):
         run_script(f"DROP FUNCTION {signature}")
+    run_script(f"DROP {ASSIGN_PROCEDURE}")
     # Each changed file's previous text: 0003's copy where it has one, else 0002's.
     previous = tuple(path.stem for path in (VERSIONS / "0003_functions").glob("*.sql"))
     run_frozen("0003_functions", only=tuple(n for n in CHANGED if n in previous))

@@ -44,6 +44,7 @@ DECLARE
     existing bigint;
     last_off bigint;
     prev pg_snapshot;
+    reused boolean[];
     -- No idempotency keys: one INSERT for the whole batch, ids taken up front.
     keyless boolean := idempotency_keys IS NULL OR num_nonnulls(VARIADIC idempotency_keys) = 0;
 BEGIN
@@ -64,16 +65,21 @@ BEGIN
     END IF;
 
     -- One pass over the batch finds the first bad message (one statement, not four).
+    -- Nesting is limited to what every read path can hand back: Python's json gives up near
+    -- 1,000 levels and pydantic's serializer at 255, so a deeper payload would be stored but
+    -- could never be delivered or browsed ('strict $.**{100}' finds a value 100 levels in).
     SELECT u.i,
            CASE WHEN u.p IS NULL THEN 'null'
                 WHEN pg_column_size(u.p) > t.max_payload_bytes THEN 'size'
                 WHEN u.d < interval '0' THEN 'delay'
+                WHEN jsonb_path_exists(u.p, 'strict $.**{100}') THEN 'depth'
                 ELSE 'headers' END
       INTO bad, problem
       FROM unnest(payloads, headers, delays) WITH ORDINALITY AS u(p, h, d, i)
      WHERE u.p IS NULL
         OR pg_column_size(u.p) > t.max_payload_bytes
         OR u.d < interval '0'
+        OR jsonb_path_exists(u.p, 'strict $.**{100}')
         OR (u.h IS NOT NULL AND u.h <> '{}'::jsonb
             AND (jsonb_typeof(u.h) <> 'object'
                  OR jsonb_path_exists(u.h, '$.* ? (@.type() != "string")')))
@@ -87,19 +93,69 @@ BEGIN
             bad, t.max_payload_bytes USING ERRCODE = 'PQ007';
     ELSIF problem = 'delay' THEN
         RAISE EXCEPTION 'a delay must not be negative' USING ERRCODE = 'PQ006';
+    ELSIF problem = 'depth' THEN
+        RAISE EXCEPTION 'message % is nested more than 99 levels deep', bad
+            USING ERRCODE = 'PQ008';
     ELSIF problem = 'headers' THEN
         RAISE EXCEPTION 'message % headers must be a JSON object of strings', bad
             USING ERRCODE = 'PQ008';
     END IF;
 
+    IF direct AND current_setting('transaction_isolation') <> 'read committed' THEN
+        -- A snapshot older than the previous append would reuse its offsets.
+        RAISE EXCEPTION 'publishing with commit needs READ COMMITTED isolation'
+            USING ERRCODE = 'PQ011';
+    END IF;
     -- Held until commit, so delete_topic cannot remove the topic under an open publish.
     PERFORM pg_advisory_xact_lock_shared(pgqueue._lock_class('topic'), t.topic_id);
+    -- A delete_topic we queued behind has committed by now: look again, or our rows would
+    -- outlive the topic (an orphan pending row, or an append with no segment to go to).
+    -- Under REPEATABLE READ a fresh look is not possible; locking the row is, and fails with
+    -- a serialization error when the topic went away meanwhile.
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        PERFORM 1 FROM pgqueue.topic x WHERE x.topic_id = t.topic_id;
+    ELSE
+        PERFORM 1 FROM pgqueue.topic x WHERE x.topic_id = t.topic_id FOR KEY SHARE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic % does not exist', quote_literal(t.name) USING ERRCODE = 'PQ001';
+    END IF;
+
+    -- Idempotency keys claim their slots before the topic's assignment lock is taken: a key
+    -- held by another open transaction is waited for here, where the wait holds up no one
+    -- else, and never under the lock (which every direct publisher of the topic needs, and
+    -- which that other transaction may want too: a deadlock). Keys are taken in key order,
+    -- so two batches sharing keys cannot deadlock on each other either.
+    IF NOT keyless THEN
+        ids := ARRAY(SELECT nextval('pgqueue.message_id_seq') FROM generate_series(1, n));
+        reused := array_fill(false, ARRAY[n]);
+        FOR i IN SELECT u.i FROM unnest(idempotency_keys) WITH ORDINALITY AS u(k, i)
+                  WHERE u.k IS NOT NULL ORDER BY u.k, u.i LOOP
+            existing := NULL;
+            SELECT x.message_id INTO existing FROM pgqueue.idempotency x
+             WHERE x.topic_id = t.topic_id AND x.idempotency_key = idempotency_keys[i]
+               AND x.created_at > now() - t.dedup_window;
+            IF existing IS NULL THEN
+                INSERT INTO pgqueue.idempotency AS x (topic_id, idempotency_key, message_id)
+                VALUES (t.topic_id, idempotency_keys[i], ids[i])
+                ON CONFLICT (topic_id, idempotency_key) DO UPDATE
+                   SET message_id = excluded.message_id, created_at = excluded.created_at
+                 WHERE x.created_at <= now() - t.dedup_window
+                RETURNING NULL INTO existing;
+                IF NOT FOUND THEN
+                    -- A concurrent publisher committed the same key first: keep theirs.
+                    SELECT x.message_id INTO existing FROM pgqueue.idempotency x
+                     WHERE x.topic_id = t.topic_id AND x.idempotency_key = idempotency_keys[i];
+                END IF;
+            END IF;
+            IF existing IS NOT NULL THEN
+                ids[i] := existing;
+                reused[i] := true;
+            END IF;
+        END LOOP;
+    END IF;
+
     IF direct THEN
-        IF current_setting('transaction_isolation') <> 'read committed' THEN
-            -- A snapshot older than the previous append would reuse its offsets.
-            RAISE EXCEPTION 'publishing with commit needs READ COMMITTED isolation'
-                USING ERRCODE = 'PQ011';
-        END IF;
         IF keyless THEN
             -- Taken before the topic lock: what runs under it is only what must.
             ids := ARRAY(SELECT nextval('pgqueue.message_id_seq') FROM generate_series(1, n));
@@ -159,38 +215,15 @@ BEGIN
         RETURN;
     END IF;
 
-    -- With idempotency keys, one message at a time: a key claims its slot first, and a
-    -- concurrent publisher of the same key waits on that row until we commit or roll back.
-    ids := array_fill(NULL::bigint, ARRAY[n]);
+    -- With idempotency keys, one message at a time; a message whose key was seen keeps the
+    -- original (its offset, on the direct path: the round above numbered it if its
+    -- publishing transaction committed in-transaction).
     offsets := array_fill(NULL::bigint, ARRAY[n]);
     FOR i IN 1 .. n LOOP
-        existing := NULL;
-        IF idempotency_keys[i] IS NOT NULL THEN
-            SELECT x.message_id INTO existing FROM pgqueue.idempotency x
-             WHERE x.topic_id = t.topic_id AND x.idempotency_key = idempotency_keys[i]
-               AND x.created_at > now() - t.dedup_window;
-        END IF;
-        IF existing IS NULL THEN
-            ids[i] := nextval('pgqueue.message_id_seq');
-            IF idempotency_keys[i] IS NOT NULL THEN
-                INSERT INTO pgqueue.idempotency AS x (topic_id, idempotency_key, message_id)
-                VALUES (t.topic_id, idempotency_keys[i], ids[i])
-                ON CONFLICT (topic_id, idempotency_key) DO UPDATE
-                   SET message_id = excluded.message_id, created_at = excluded.created_at
-                 WHERE x.created_at <= now() - t.dedup_window
-                RETURNING NULL INTO existing;
-                IF NOT FOUND THEN
-                    -- A concurrent publisher committed the same key first: keep theirs.
-                    SELECT x.message_id INTO existing FROM pgqueue.idempotency x
-                     WHERE x.topic_id = t.topic_id AND x.idempotency_key = idempotency_keys[i];
-                END IF;
-            END IF;
-        END IF;
-        IF existing IS NOT NULL THEN
-            ids[i] := existing;
+        IF reused[i] THEN
             IF direct THEN
                 offsets[i] := (SELECT m."offset" FROM pgqueue.message m
-                                WHERE m.topic_id = t.topic_id AND m.message_id = existing);
+                                WHERE m.topic_id = t.topic_id AND m.message_id = ids[i]);
             END IF;
         ELSIF direct THEN
             last_off := last_off + 1;
@@ -264,14 +297,28 @@ END
 $$;
 
 -- The offsets of messages by id, NULL where not assigned yet (uncommitted or rolled back).
-CREATE OR REPLACE FUNCTION pgqueue.message_offsets(topic text, message_ids bigint[])
+-- assign as for pgqueue.claim: whether committed in-transaction publishes may be numbered
+-- first. Offsets it shows are durable: its commit waits for their flush.
+CREATE OR REPLACE FUNCTION pgqueue.message_offsets(
+    topic text,
+    message_ids bigint[],
+    assign boolean DEFAULT NULL
+)
 RETURNS bigint[]
-LANGUAGE sql STABLE AS $$
-    SELECT array_agg(m."offset" ORDER BY u.i)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t pgqueue.topic := pgqueue._find_topic(topic);
+    found bigint[];
+BEGIN
+    IF pgqueue._may_assign(assign) THEN
+        PERFORM pgqueue._assign(t, false);
+    END IF;
+    SELECT array_agg(m."offset" ORDER BY u.i) INTO found
       FROM unnest(message_ids) WITH ORDINALITY AS u(id, i)
-      LEFT JOIN pgqueue.message m
-        ON m.topic_id = (SELECT x.topic_id FROM pgqueue.topic x WHERE x.name = topic)
-       AND m.message_id = u.id
+      LEFT JOIN pgqueue.message m ON m.topic_id = t.topic_id AND m.message_id = u.id;
+    PERFORM pgqueue._flush_at_commit();
+    RETURN found;
+END
 $$;
 
 -- Publish, commit, assign, and return the offset: one round trip for callers that do not need
@@ -314,6 +361,12 @@ DECLARE
     t pgqueue.topic;
     r record;
 BEGIN
+    -- Its COMMIT would commit whatever the caller did before in this transaction (a caller's
+    -- procedure that wrote rows, then CALLed us): refuse rather than commit someone's work.
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'publish_batch_and_commit commits: call it in a transaction of its own, '
+                        'or use publish_batch inside yours' USING ERRCODE = 'PQ011';
+    END IF;
     -- Before anything runs in this transaction; local, so it ends at the COMMIT below.
     PERFORM set_config('synchronous_commit', 'off', true);
     t := pgqueue._find_topic(topic);
