@@ -176,7 +176,9 @@ class Queue:
             reply_to=reply_to,
             limit=self.settings.max_payload_bytes,
         )
-        if self.settings.publish_batching:
+        # A keyed publish waits while another open transaction holds the same key; batched,
+        # it would hold up every message that happened to share its round trip.
+        if self.settings.publish_batching and idempotency_key is None:
             return await self._batcher.publish(args)
         offset: int = await self._fetchval("publish_and_commit", *args)
         return offset

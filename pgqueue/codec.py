@@ -28,6 +28,9 @@ def encode(value: Any, *, limit: int | None = None, what: str = "payload") -> st
         raise InvalidPayload(f"{what} is not valid JSON: {error}") from error
     except TypeError as error:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {error}") from error
+    except RecursionError as error:
+        # The database refuses anything nested 100 levels or more anyway.
+        raise InvalidPayload(f"{what} is nested more than 99 levels deep") from error
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise InvalidPayload(f"{what} contains \\u0000, which PostgreSQL cannot store")
     if limit is not None:
@@ -46,7 +49,7 @@ def encode_array(values: Sequence[Any], *, limit: int | None = None) -> str:
     """
     try:
         text: str | None = _ENCODER.encode(list(values))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         text = None
     if (
         text is None

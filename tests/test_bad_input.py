@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import asyncpg
 import pytest
 
 import pgqueue
+from tests.support import eventually, within
 
 SNAPSHOT = """
     SELECT (SELECT count(*) FROM pgqueue.topic), (SELECT count(*) FROM pgqueue.message),
@@ -175,3 +177,100 @@ async def test_payload_limit_is_a_setting(database_dsn: str) -> None:
         assert len(await q.publish_many("small", ["x" * 90] * 3)) == 3
         with pytest.raises(pgqueue.PayloadTooLarge):
             await q.publish_many("small", ["x" * 90, "x" * 200])
+
+
+def _nested(levels: int) -> object:
+    value: object = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+async def test_payloads_nested_deeper_than_the_read_paths_can_return_are_refused(
+    populated: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    """Finding 12: a payload nested ~950 levels was accepted, and then every read path failed
+    on it (RecursionError, pydantic's serialization depth) and took its neighbours along."""
+    before = await conn.fetchrow(SNAPSHOT)
+    for publish in (
+        lambda: populated.publish("orders", _nested(100)),
+        lambda: populated.publish_many("orders", [1, {"deep": _nested(120)}]),
+        lambda: populated.publish("orders", _nested(950)),
+    ):
+        with pytest.raises(pgqueue.InvalidPayload, match="nested more than 99 levels"):
+            await publish()
+    async with conn.transaction():
+        with pytest.raises(pgqueue.InvalidPayload, match="nested more than 99 levels"):
+            await pgqueue.publish(conn, "orders", _nested(300))
+    assert await conn.fetchrow(SNAPSHOT) == before
+    # The deepest accepted payload goes through every read path.
+    await populated.publish("orders", _nested(99))
+    assert (await populated.read("orders"))[-1].payload == _nested(99)
+
+
+async def test_a_publish_queued_behind_delete_topic_fails_cleanly(
+    queue: pgqueue.Queue, conn: asyncpg.Connection, database_dsn: str
+) -> None:
+    """Finding 5: a publish waiting behind delete_topic was then accepted and lost (an orphan
+    pending row) or failed with a raw 23514 'no partition' error."""
+    await queue.create_topic("doomed")
+    deleter = await asyncpg.connect(database_dsn)
+    try:
+        deleting = deleter.transaction()
+        await deleting.start()
+        await deleter.execute("SELECT pgqueue.delete_topic('doomed')")
+
+        publisher = await asyncpg.connect(database_dsn)
+        try:
+            in_tx = publisher.transaction()
+            await in_tx.start()
+            queued_in_tx = asyncio.create_task(pgqueue.publish(publisher, "doomed", "in-tx"))
+            queued_direct = asyncio.create_task(queue.publish("doomed", "direct"))
+            # Both wait on the topic's lock; let them queue up behind the delete.
+            await eventually(lambda: _lock_waiters(conn, 2))
+            await deleting.commit()
+            for queued in (queued_in_tx, queued_direct):
+                with pytest.raises(pgqueue.TopicNotFound):
+                    await within(queued)
+            await in_tx.rollback()
+        finally:
+            await publisher.close()
+    finally:
+        await deleter.close()
+    assert await conn.fetchval("SELECT count(*) FROM pgqueue.pending") == 0
+    # A topic of the same name starts empty.
+    await queue.create_topic("doomed")
+    assert await queue.read("doomed") == []
+
+
+async def _lock_waiters(conn: asyncpg.Connection, n: int) -> bool:
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    )
+    return bool(waiting >= n)
+
+
+async def test_publish_and_commit_refuses_to_commit_its_callers_work(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    """Finding 11: publish_and_commit CALLed from the caller's own procedure committed what
+    the caller had written before it."""
+    await queue.create_topic("orders")
+    await conn.execute("CREATE TABLE ledger (n int)")
+    await conn.execute(
+        """
+        CREATE PROCEDURE record_and_publish() LANGUAGE plpgsql AS $$
+        DECLARE
+            o bigint;
+        BEGIN
+            INSERT INTO ledger VALUES (1);
+            CALL pgqueue.publish_and_commit('orders', '"hello"', '{}', NULL, NULL, NULL, NULL,
+                                            NULL, o);
+            RAISE EXCEPTION 'the caller changes its mind';
+        END $$
+        """
+    )
+    with pytest.raises(asyncpg.PostgresError, match="call it in a transaction of its own"):
+        await conn.execute("CALL record_and_publish()")
+    assert await conn.fetchval("SELECT count(*) FROM ledger") == 0
+    assert await queue.read("orders") == []

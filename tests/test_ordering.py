@@ -132,3 +132,54 @@ async def test_competing_consumers_get_disjoint_claims(queue: pgqueue.Queue) -> 
     assert len(every) == len(set(every)) == 400
     assert set(every) == set(range(1, 401))
     assert all(r == sorted(r) for r in results)
+
+
+async def test_a_round_inside_a_publishing_transaction_strands_nothing(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    """Finding 4: PostgreSQL never lists the current transaction in its own snapshot, so a round
+    run after a publish in the same transaction took the publisher for committed: it numbered
+    the first message and left the second outside every later round's window."""
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    conn = await _open(database_dsn)
+    try:
+        async with conn.transaction():
+            await pgqueue.publish(conn, "orders", "first")
+            # A claim that may number messages, inside the publishing transaction.
+            await conn.fetch("SELECT * FROM pgqueue.claim('orders', 'billing', 10, assign => true)")
+            await conn.fetchval("SELECT pgqueue.message_offsets('orders', '{1}', true)")
+            await pgqueue.publish(conn, "orders", "second")
+        await queue.publish("orders", "after")
+        assert await drain(queue, "orders", "billing") == ["first", "second", "after"]
+        async with conn.transaction():
+            assert await conn.fetchval("SELECT count(*) FROM pgqueue.pending") == 0
+    finally:
+        await conn.close()
+
+
+async def test_offsets_follow_commit_order_across_sessions(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    """Finding 6: within a round offsets followed message ids, which come from per-session
+    sequence caches: a transaction that started after another had committed could get the
+    lower offset."""
+    await queue.create_topic("orders")
+    early, late = await _open(database_dsn), await _open(database_dsn)
+    try:
+        # The late session draws ids first (its sequence cache then holds the lower ones) ...
+        async with late.transaction():
+            await pgqueue.publish(late, "orders", "warm-up")
+        await queue.assign("orders")
+        # ... the early session publishes and commits ...
+        async with early.transaction():
+            await pgqueue.publish(early, "orders", "committed first")
+        # ... and only then does the late one begin: it must come after.
+        async with late.transaction():
+            await pgqueue.publish(late, "orders", "began after")
+        await queue.assign("orders")
+        payloads = [m.payload for m in await queue.read("orders")]
+        assert payloads == ["warm-up", "committed first", "began after"]
+    finally:
+        await early.close()
+        await late.close()

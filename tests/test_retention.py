@@ -3,6 +3,7 @@ lagging subscribers up to the first retained offset."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import asyncpg
@@ -154,3 +155,27 @@ async def test_bad_retention_input(queue: pgqueue.Queue) -> None:
     with pytest.raises(pgqueue.PgQueueError):
         await queue.create_topic("tiny", segment_size=1)
     assert [t.name for t in await queue.list_topics()] == []
+
+
+async def test_retention_tells_the_subscribers_it_moves(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    """Finding 16: retention moved lagging subscribers without a new epoch or a notification,
+    so their live consumers kept leases that no longer existed."""
+    await queue.create_topic("t", segment_size=10, retention_max_count=15)
+    await queue.subscribe("t", "lagging", start="earliest")
+    await queue.publish_many("t", list(range(1, 46)))
+    [held] = await queue.claim("t", "lagging", 1)
+    heard: list[dict[str, object]] = []
+    listener = await within(asyncpg.connect(database_dsn))
+    try:
+        await listener.add_listener("pgqueue_reset", lambda *a: heard.append(json.loads(a[3])))
+        [result] = await queue.enforce_retention("t")
+        assert result.subscribers_moved == 1
+        await listener.execute("SELECT 1")  # notifications arrive before the next reply
+    finally:
+        await listener.close()
+    assert heard == [{"topic": "t", "subscriber": "lagging", "position": 29, "epoch": 1}]
+    [claimed] = await queue.claim("t", "lagging", 1)
+    assert (claimed.offset, claimed.epoch) == (30, 1)
+    assert claimed.epoch > held.epoch

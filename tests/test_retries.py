@@ -149,3 +149,36 @@ async def test_extend_and_release_leases(queue: pgqueue.Queue) -> None:
     assert await queue.claim("jobs", "worker", 2) == []
     await queue.ack("jobs", "worker", [first, again], strict=True)
     assert await drain(queue, "jobs", "worker") == []
+
+
+async def test_released_claims_never_exceed_max_attempts(queue: pgqueue.Queue) -> None:
+    """Finding 13: a released delivery was relet with attempt + 1 whatever max_attempts said
+    (the README's WebSocket example delivered attempt 6 of 5)."""
+    await queue.create_topic("jobs")
+    await queue.subscribe("jobs", "worker", start="earliest", max_attempts=3)
+    await queue.publish("jobs", "x")
+    attempts = []
+    for _ in range(3):  # a consumer that takes the message and disconnects, three times
+        [message] = await queue.claim("jobs", "worker")
+        attempts.append(message.attempt)
+        assert await queue.release("jobs", "worker", [message]) == [1]
+    assert attempts == [1, 2, 3]
+    assert await queue.claim("jobs", "worker") == []
+    [dead] = await queue.dead_letters("jobs", "worker")
+    assert (dead.offset, dead.attempts, dead.last_error) == (1, 3, "released")
+
+
+async def test_giving_back_unsent_claims_counts_no_attempt(queue: pgqueue.Queue) -> None:
+    """Claims a connection never sent (it ended first) go back without using an attempt, so a
+    message claimed beside one that kills connections is not charged for it."""
+    await queue.create_topic("jobs")
+    await queue.subscribe("jobs", "worker", start="earliest", max_attempts=2)
+    await queue.publish_many("jobs", ["a", "b"])
+    for _ in range(5):
+        claimed = await queue.claim("jobs", "worker", 2)
+        assert [m.attempt for m in claimed] == [1, 1]
+        assert await queue.give_back("jobs", "worker", claimed) == [1, 2]
+    # A stale token gives back nothing.
+    assert await queue.give_back("jobs", "worker", claimed) == []
+    assert [m.payload for m in await queue.claim("jobs", "worker", 2)] == ["a", "b"]
+    assert await queue.dead_letters("jobs", "worker") == []

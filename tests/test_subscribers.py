@@ -234,3 +234,23 @@ async def test_claims_carry_the_reset_epoch(queue: pgqueue.Queue, database_dsn: 
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_filtered_claim_looks_past_any_number_of_non_matching_messages(
+    queue: pgqueue.Queue,
+) -> None:
+    """Finding 14: with 5,000 non-matching messages ahead of the matching ones, claims returned
+    nothing (and looked caught up) until enough of them had moved the cursor along."""
+    await queue.create_topic("events")
+    await queue.subscribe("events", "eu", start="earliest", filter={"headers": {"region": "eu"}})
+    await queue.publish_many(
+        "events", [{"payload": n, "headers": {"region": "us"}} for n in range(5000)]
+    )
+    await queue.publish_many("events", [{"payload": "eu", "headers": {"region": "eu"}}] * 3)
+    claimed = await queue.claim("events", "eu", 10)
+    assert [m.offset for m in claimed] == [5001, 5002, 5003]
+    # Delayed messages ahead do not hide ready ones either.
+    await queue.subscribe("events", "all", start="latest")
+    await queue.publish_many("events", [{"payload": "later", "delay": 3600}] * 20)
+    await queue.publish("events", "now")
+    assert [m.payload for m in await queue.claim("events", "all", 5)] == ["now"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncpg
 import httpx
 
+import pgqueue
 from pgqueue.settings import Settings
 from tests.services.conftest import serving
 from tests.support import eventually
@@ -158,3 +160,27 @@ async def test_the_server_enforces_retention(database_dsn: str) -> None:
 
             # Offsets 1-19 (segments 0 and 1) have 10 newer messages; the next pass drops them.
             assert await eventually(first_offset) == 20
+
+
+async def test_readers_see_committed_in_transaction_publishes(
+    http: httpx.AsyncClient, database_dsn: str
+) -> None:
+    """Finding 7: browsing (REST, v1 get_message) never showed in-transaction publishes until
+    something claimed or published directly."""
+    assert (await http.post("/topics", json={"name": "orders"})).status_code == 201
+    subscribed = await http.get("/v1/subscribe", params={"topic": "orders"})
+    subscriber_id = subscribed.json()["subscriber_id"]
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        async with conn.transaction():
+            await pgqueue.publish(conn, "orders", {"id": 1})
+        browsed = await http.get("/topics/orders/messages")
+        assert [(m["offset"], m["payload"]) for m in browsed.json()["messages"]] == [(1, {"id": 1})]
+        async with conn.transaction():
+            await pgqueue.publish(conn, "orders", {"id": 2})
+        got = await http.get(
+            "/v1/get_message", params={"subscriber_id": subscriber_id, "num_messages": 5}
+        )
+        assert [m["_offset"] for m in got.json()] == [1, 2]
+    finally:
+        await conn.close()
