@@ -254,3 +254,39 @@ async def test_a_filtered_claim_looks_past_any_number_of_non_matching_messages(
     await queue.publish_many("events", [{"payload": "later", "delay": 3600}] * 20)
     await queue.publish("events", "now")
     assert [m.payload for m in await queue.claim("events", "all", 5)] == ["now"]
+
+
+async def test_ephemeral_subscribers_of_a_vanished_owner_are_removed(
+    queue: pgqueue.Queue, conn: asyncpg.Connection, database_dsn: str
+) -> None:
+    """Finding 16: the ephemeral subscribers of a server killed without a clean shutdown stayed
+    forever. Their owner holds a session lock while it lives; once nobody holds it for the
+    grace period, they go."""
+    await queue.create_topic("live")
+    owner = await within(asyncpg.connect(database_dsn))
+    await owner.execute("SELECT pg_advisory_lock(1903390004, 77)")
+    await conn.execute(
+        "SELECT pgqueue.create_subscriber('live', 'eph', ephemeral => true, owner => 77)"
+    )
+    await conn.execute("SELECT pgqueue.create_subscriber('live', 'durable')")
+    remove = "SELECT pgqueue.remove_orphans(interval '0')"
+    assert await conn.fetchval(remove) == 0  # its owner holds the lock
+    await owner.close()  # the owner dies (its session lock goes with it)
+    assert await conn.fetchval(remove) == 0  # first seen orphaned: marked only
+    assert await conn.fetchval(remove) == 1
+    assert [s.name for s in await queue.list_subscribers("live")] == ["durable"]
+
+    # An owner that comes back within the grace period keeps its subscriber.
+    await conn.execute(
+        "SELECT pgqueue.create_subscriber('live', 'eph2', ephemeral => true, owner => 78)"
+    )
+    assert await conn.fetchval("SELECT pgqueue.remove_orphans(interval '1 hour')") == 0
+    back = await within(asyncpg.connect(database_dsn))
+    try:
+        await back.execute("SELECT pg_advisory_lock(1903390004, 78)")
+        assert await conn.fetchval(remove) == 0
+        assert await conn.fetchval(
+            "SELECT orphaned_since IS NULL FROM pgqueue.subscriber WHERE name = 'eph2'"
+        )
+    finally:
+        await back.close()

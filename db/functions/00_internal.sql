@@ -112,7 +112,7 @@ CREATE OR REPLACE FUNCTION pgqueue._lock_class(purpose text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE purpose WHEN 'assign' THEN 1903390001 WHEN 'topic' THEN 1903390002
-                        WHEN 'retention' THEN 1903390003 END
+                        WHEN 'retention' THEN 1903390003 WHEN 'owner' THEN 1903390004 END
 $$;
 
 -- The subscriber's position: every offset <= position is done (acked, filtered out or dead).

@@ -13,7 +13,9 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- start_* say where the subscriber begins (one of them; default: latest, i.e. only messages
--- published from now on). See pgqueue._resolve_position for their meaning.
+-- published from now on). See pgqueue._resolve_position for their meaning. owner: for an
+-- ephemeral subscriber, the key of the session advisory lock its creator holds while it lives
+-- (see pgqueue.remove_orphans).
 CREATE OR REPLACE FUNCTION pgqueue.create_subscriber(
     topic text,
     subscriber text,
@@ -24,7 +26,8 @@ CREATE OR REPLACE FUNCTION pgqueue.create_subscriber(
     max_attempts integer DEFAULT 5,
     backoff_base interval DEFAULT interval '1 second',
     backoff_max interval DEFAULT interval '5 minutes',
-    ephemeral boolean DEFAULT false
+    ephemeral boolean DEFAULT false,
+    owner integer DEFAULT NULL
 )
 RETURNS pgqueue.subscriber_info
 LANGUAGE plpgsql AS $$
@@ -40,10 +43,12 @@ BEGIN
     start_position := pgqueue._resolve_position(t.topic_id, NULL, start_offset, start_edge,
                                                 start_time, NULL, NULL);
     INSERT INTO pgqueue.subscriber AS x
-           (topic_id, name, cursor, filter, max_attempts, backoff_base, backoff_max, ephemeral)
+           (topic_id, name, cursor, filter, max_attempts, backoff_base, backoff_max, ephemeral,
+            owner)
     VALUES (t.topic_id, subscriber, start_position, pgqueue._compile_filter(filter),
             coalesce(max_attempts, 5), coalesce(backoff_base, interval '1 second'),
-            coalesce(backoff_max, interval '5 minutes'), coalesce(ephemeral, false))
+            coalesce(backoff_max, interval '5 minutes'), coalesce(ephemeral, false),
+            CASE WHEN ephemeral THEN owner END)
     ON CONFLICT (topic_id, name) DO NOTHING
     RETURNING x.* INTO s;
     IF NOT FOUND THEN
@@ -98,6 +103,47 @@ BEGIN
     DELETE FROM pgqueue.dead_letter d
      WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id;
     RETURN true;
+END
+$$;
+
+-- Removes ephemeral subscribers whose creator is gone: a server killed without a clean
+-- shutdown never deletes the ephemeral subscribers of its WebSocket connections. Each creator
+-- holds a session advisory lock ('owner', its key) on a connection that lives as long as it
+-- does; when nobody holds it, the subscriber is an orphan. A database restart frees every such
+-- lock until the creators reconnect, so an orphan is removed only after it has been seen
+-- orphaned for `grace` (a pass that finds its owner back clears the mark). Returns how many
+-- were removed. Servers run it beside retention.
+CREATE OR REPLACE FUNCTION pgqueue.remove_orphans(grace interval DEFAULT interval '1 minute')
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    s pgqueue.subscriber;
+    removed integer := 0;
+BEGIN
+    FOR s IN SELECT * FROM pgqueue.subscriber x
+              WHERE x.ephemeral AND x.owner IS NOT NULL
+              ORDER BY x.subscriber_id
+                FOR UPDATE SKIP LOCKED
+    LOOP
+        IF NOT pg_try_advisory_xact_lock_shared(pgqueue._lock_class('owner'), s.owner) THEN
+            IF s.orphaned_since IS NOT NULL THEN  -- its owner is back
+                UPDATE pgqueue.subscriber x SET orphaned_since = NULL
+                 WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id;
+            END IF;
+        ELSIF s.orphaned_since IS NULL THEN
+            UPDATE pgqueue.subscriber x SET orphaned_since = now()
+             WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id;
+        ELSIF s.orphaned_since <= now() - grace THEN
+            DELETE FROM pgqueue.subscriber x
+             WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id;
+            DELETE FROM pgqueue.delivery d
+             WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id;
+            DELETE FROM pgqueue.dead_letter d
+             WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id;
+            removed := removed + 1;
+        END IF;
+    END LOOP;
+    RETURN removed;
 END
 $$;
 

@@ -45,6 +45,9 @@ SELECT * FROM pgqueue.create_subscriber($1::text, $2::text, $3::text, $4::bigint
                                         $5::timestamptz, $6::jsonb, $7::integer, $8::interval,
                                         $9::interval, $10::boolean)
 
+-- name: remove_orphans
+SELECT pgqueue.remove_orphans($1::interval)
+
 -- name: alter_subscriber
 SELECT * FROM pgqueue.alter_subscriber($1::text, $2::text, $3::jsonb, $4::integer,
                                        $5::interval, $6::interval, $7::boolean)

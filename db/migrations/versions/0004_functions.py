@@ -28,6 +28,7 @@ ADDED = (
     "pgqueue._round_snapshot()",
     "pgqueue._may_assign(boolean)",
     "pgqueue.give_back(text, text, bigint[], bigint[])",
+    "pgqueue.remove_orphans(interval)",
 )
 # Functions that gained an `assign` argument: (old signature, new signature).
 REPLACED = (
@@ -43,7 +44,19 @@ REPLACED = (
         "pgqueue.message_offsets(text, bigint[])",
         "pgqueue.message_offsets(text, bigint[], boolean)",
     ),
+    (  # and an owner, for ephemeral subscribers
+        "pgqueue.create_subscriber(text, text, text, bigint, timestamptz, jsonb, integer, "
+        "interval, interval, boolean)",
+        "pgqueue.create_subscriber(text, text, text, bigint, timestamptz, jsonb, integer, "
+        "interval, interval, boolean, integer)",
+    ),
 )
+# Who created an ephemeral subscriber, and since when nobody holds its owner lock.
+COLUMNS_UP = """
+    ALTER TABLE pgqueue.subscriber ADD COLUMN owner integer,
+                                   ADD COLUMN orphaned_since timestamptz
+"""
+COLUMNS_DOWN = "ALTER TABLE pgqueue.subscriber DROP COLUMN owner, DROP COLUMN orphaned_since"
 
 
 # assign becomes a procedure that commits (a round's lock must not outlive it).
@@ -55,6 +68,7 @@ def upgrade() -> None:
     for old, _ in REPLACED:
         run_script(f"DROP FUNCTION {old}")
     run_script(f"DROP {ASSIGN_FUNCTION}")
+    run_script(COLUMNS_UP)
     run_frozen("0004_functions")
 
 
@@ -62,6 +76,7 @@ def downgrade() -> None:
     for signature in (*ADDED, *(new for _, new in REPLACED)):
         run_script(f"DROP FUNCTION {signature}")
     run_script(f"DROP {ASSIGN_PROCEDURE}")
+    run_script(COLUMNS_DOWN)
     # Each changed file's previous text: 0003's copy where it has one, else 0002's.
     previous = tuple(path.stem for path in (VERSIONS / "0003_functions").glob("*.sql"))
     run_frozen("0003_functions", only=tuple(n for n in CHANGED if n in previous))
