@@ -179,3 +179,48 @@ async def test_retention_tells_the_subscribers_it_moves(
     [claimed] = await queue.claim("t", "lagging", 1)
     assert (claimed.offset, claimed.epoch) == (30, 1)
     assert claimed.epoch > held.epoch
+
+
+async def test_retention_while_consumers_hold_leases_and_dead_letters(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    """Leases, retries and dead letters on removed offsets go with them; the consumer's late
+    ack is refused, the subscriber goes on from the first retained offset, and a subscriber
+    ahead keeps its lease."""
+    await queue.create_topic("t", segment_size=10, retention_max_count=15)
+    await queue.subscribe("t", "slow", start="earliest", max_attempts=1)
+    await queue.subscribe("t", "fast", start="earliest")
+    await queue.publish_many("t", list(range(1, 46)))
+    [dead] = await queue.claim("t", "slow", 1)
+    assert await dead.nack(error="poison") == "dead"
+    leased = await queue.claim("t", "slow", 5)  # offsets 2..6, about to be removed
+    assert len(await drain(queue, "t", "fast")) == 45
+    await queue.publish("t", 46)
+    [kept] = await queue.claim("t", "fast", 1)  # offset 46 stays
+
+    [result] = await queue.enforce_retention("t")
+    assert (result.first_offset, result.subscribers_moved) == (30, 1)
+    assert await queue.ack("t", "slow", leased) == []  # their leases went with the offsets
+    assert await queue.dead_letters("t", "slow") == []
+    assert await conn.fetchval('SELECT count(*) FROM pgqueue.delivery WHERE "offset" < 30') == 0
+    assert [m.offset for m in await queue.claim("t", "slow", 100)][:2] == [30, 31]
+    assert await queue.ack("t", "fast", [kept]) == [46]
+
+
+async def test_two_retention_passes_at_once_do_the_work_once(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    await queue.create_topic("t", segment_size=10, retention_max_count=5)
+    await queue.publish_many("t", list(range(1, 36)))
+    other = await within(asyncpg.connect(database_dsn))
+    try:
+        async with other.transaction():
+            # A pass in progress elsewhere (it holds the topic's retention lock) ...
+            [first] = await other.fetch("SELECT * FROM pgqueue.enforce_retention('t')")
+            assert first["segments_removed"] == 3
+            # ... makes a concurrent pass skip the topic rather than wait or repeat it.
+            assert await within(queue.enforce_retention("t")) == []
+        [after] = await queue.enforce_retention("t")
+        assert (after.segments_removed, after.first_offset) == (0, 30)
+    finally:
+        await other.close()
