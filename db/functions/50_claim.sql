@@ -183,6 +183,7 @@ BEGIN
               FROM unnest(delayed, delayed_at) w(o, at);
             cur := new_cursor;
             EXIT WHEN fresh IS NOT NULL;
+            scan_limit := least(scan_limit * 2, 10000);  -- a long stretch: bigger steps
         END LOOP;
         IF cur > start_cursor THEN
             UPDATE pgqueue.subscriber x SET cursor = cur
