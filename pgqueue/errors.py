@@ -119,3 +119,7 @@ def translated() -> Iterator[None]:
         if "closed" not in str(error):  # misuse of the driver is a bug, not an outage
             raise
         raise DatabaseUnavailable(str(error)) from error
+    except asyncpg.exceptions.InternalClientError as error:
+        # "cannot switch to state N; another operation is in progress": a connection that a
+        # crash cut off in the middle of a query (the pool drops it when it comes back).
+        raise DatabaseUnavailable(str(error)) from error
