@@ -524,13 +524,6 @@ async def test_power_loss_drops_unflushed_commits(private_server: PrivateServer,
 # -- readers ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,  # passes once fixed: then drop this marker
-    raises=AssertionError,  # the final assertion, not some error on the way
-    reason="read_messages (Queue.read, GET /topics/{t}/messages, v1 /topic_messages and "
-    "/get_message) shows a direct publish between its asynchronous COMMIT and the flush that "
-    "follows; a power loss then loses it and its offset goes to the next message",
-)
 @pytest.mark.timeout(60)
 async def test_a_browsed_offset_is_never_given_to_another_message(
     private_server: PrivateServer, dsn: str
