@@ -9,6 +9,13 @@ one client-side CPU per publisher is not a bottleneck there, and the GIL is not 
 
 The phases of a repetition alternate baselines and pgqueue so that drift on a shared machine
 lands on both sides of a ratio.
+
+Every phase records the cluster's WAL writes and flushes over it (common.WalMeter): flushes per
+acknowledged publish call on pgqueue's side, per commit on pgbench's. Each repetition ends with
+a short durability check ("sequential"): one connection, Queue.publish without batching (one
+CALL pgqueue.publish_and_commit per message), one message at a time. Such a publisher needs a
+flush per publish (see common.durability_verdict); should any repetition show fewer than 0.95,
+every row of the run is marked "not durable: not a result".
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from rich import box
@@ -73,6 +80,11 @@ SCRIPT_BATCH = (
 
 # Generous: spawning a process and importing pgqueue takes a few seconds on a loaded machine.
 BARRIER_TIMEOUT = 60.0
+# The durability check: seconds of sequential publishing on a topic of its own.
+CHECK_SECONDS = 2.0
+CHECK_TOPIC = "durability-check"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,7 @@ class Window:
     start: float
     stop: float
     total: int
+    calls: int  # publish calls answered, warm-up and late ones included (as total)
 
 
 async def _publish_loop(
@@ -151,11 +164,13 @@ async def publish_for(
         counts = await asyncio.gather(
             *(_publish_loop(q, batch, start, stop, topic) for _ in range(tasks))
         )
+    total = sum(total for _, total in counts)
     return Window(
         rate=sum(in_window for in_window, _ in counts) / seconds,
         start=start,
         stop=stop,
-        total=sum(total for _, total in counts),
+        total=total,
+        calls=total // batch,
     )
 
 
@@ -175,15 +190,76 @@ async def measure_tasks(
     return window.rate
 
 
+@dataclass(frozen=True)
+class Metered:
+    """A phase's figure with its WAL record (common.WalMeter.figures)."""
+
+    value: float
+    wal: dict[str, Any]
+
+
+async def measure_tasks_metered(
+    dsn: str,
+    *,
+    batch: int,
+    warmup: float,
+    seconds: float,
+    topic: str = TOPIC,
+    tasks: int = CLIENTS,
+    note: str | None = None,
+) -> Metered:
+    """measure_tasks with the WAL flushes of the whole phase (warm-up included, so every
+    publish call answered in it counts)."""
+    async with common.WalMeter(dsn) as meter:
+        window = await publish_for(
+            dsn, batch=batch, warmup=warmup, seconds=seconds, topic=topic, tasks=tasks
+        )
+    return Metered(
+        window.rate,
+        meter.figures(window.calls, per="publish", messages=window.total, note=note),
+    )
+
+
+async def sequential_check(
+    dsn: str, *, seconds: float = CHECK_SECONDS, topic: str = CHECK_TOPIC
+) -> Metered:
+    """The durability check's phase: one connection publishing one message at a time through
+    Queue.publish with publish batching off, so every call is one CALL publish_and_commit;
+    its figure is msg/s. Needs at least one flush per publish (common.durability_verdict)."""
+    async with pgqueue.connect(dsn) as q:
+        try:
+            await q.create_topic(topic)
+        except pgqueue.TopicExists:
+            pass
+    settings = pgqueue.Settings(publish_batching=False, pool_min_size=1, pool_max_size=1)
+    async with common.WalMeter(dsn) as meter:
+        async with pgqueue.connect(dsn, settings=settings) as q:
+            count = 0
+            began = time.monotonic()
+            stop = began + seconds
+            while time.monotonic() < stop:
+                await q.publish(topic, PAYLOAD)
+                count += 1
+            elapsed = time.monotonic() - began
+    return Metered(
+        count / elapsed,
+        meter.figures(
+            count,
+            per="publish",
+            messages=count,
+            note="durability check: 1 connection, sequential publish_and_commit",
+        ),
+    )
+
+
 async def _process_main(
     dsn: str, batch: int, warmup: float, seconds: float, barrier: Barrier
-) -> int:
+) -> tuple[int, int]:
     async with pgqueue.connect(dsn) as q:
         # Every process starts its clock together, once all have connected.
         await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
         start = time.monotonic() + warmup
-        in_window, _ = await _publish_loop(q, batch, start, start + seconds)
-        return in_window
+        return await _publish_loop(q, batch, start, start + seconds)
 
 
 def _process_worker(
@@ -203,8 +279,9 @@ def _process_worker(
     results.put(("ok", count))
 
 
-def measure_processes(dsn: str, *, batch: int, warmup: float, seconds: float) -> float:
-    """Messages/s of CLIENTS processes, each with its own Queue and one publishing task.
+def measure_processes(dsn: str, *, batch: int, warmup: float, seconds: float) -> tuple[float, int]:
+    """(messages/s, all messages published) of CLIENTS processes, each with its own Queue and
+    one publishing task.
 
     Blocking: call it through asyncio.to_thread.
     """
@@ -239,22 +316,40 @@ def measure_processes(dsn: str, *, batch: int, warmup: float, seconds: float) ->
     errors = [detail for status, detail in outcomes if status != "ok"]
     if errors:
         raise RuntimeError(f"publisher processes failed: {errors}")
-    return sum(int(count) for _, count in outcomes) / seconds
+    in_window = sum(int(counts[0]) for _, counts in outcomes)
+    return in_window / seconds, sum(int(counts[1]) for _, counts in outcomes)
+
+
+async def measure_processes_metered(
+    dsn: str, *, batch: int, warmup: float, seconds: float
+) -> Metered:
+    """measure_processes with the WAL flushes of the whole phase (the processes have exited,
+    so their sessions with them, when it is read)."""
+    async with common.WalMeter(dsn) as meter:
+        rate, total = await asyncio.to_thread(
+            measure_processes, dsn, batch=batch, warmup=warmup, seconds=seconds
+        )
+    return Metered(rate, meter.figures(total // batch, per="publish", messages=total))
 
 
 # -- baseline side --------------------------------------------------------------------------
 
 
 async def measure_pgbench(
-    pgbench: Path, dsn: str, script: Path, *, warmup: int, seconds: int
-) -> float:
-    """tps of the script; a separate short pgbench run first is the warm-up."""
+    pgbench: Path, dsn: str, script: Path, *, warmup: int, seconds: int, rows: int = 1
+) -> Metered:
+    """tps x `rows` (the rows each transaction inserts) of the script, with the WAL flushes
+    of the measured run per commit; a separate short pgbench run first is the warm-up."""
     if warmup > 0:
         await common.run_pgbench(
             pgbench, dsn, script, clients=CLIENTS, jobs=PGBENCH_JOBS, seconds=warmup
         )
-    return await common.run_pgbench(
-        pgbench, dsn, script, clients=CLIENTS, jobs=PGBENCH_JOBS, seconds=seconds
+    async with common.WalMeter(dsn) as meter:
+        tps, transactions = await common.run_pgbench_counted(
+            pgbench, dsn, script, clients=CLIENTS, jobs=PGBENCH_JOBS, seconds=seconds
+        )
+    return Metered(
+        tps * rows, meter.figures(transactions, per="commit", messages=transactions * rows)
     )
 
 
@@ -292,8 +387,8 @@ async def _timed(
     phase: TaskID,
     label: str,
     total: float,
-    measure: Callable[[], Awaitable[float]],
-) -> float:
+    measure: Callable[[], Awaitable[T]],
+) -> T:
     """Runs one phase while its bar follows the clock (the phases have no progress of their
     own to report)."""
     progress.reset(phase, total=total, description=label)
@@ -341,6 +436,9 @@ async def run(
         if not keep_db:
             await common.drop_bench_database(maintenance_dsn)
 
+    rows = [_summarize_row(row, repetitions) for row in ROWS]
+    durability = common.durability_verdict([rep["wal"].get("sequential") for rep in repetitions])
+    common.mark_not_durable(rows, durability)
     return {
         "benchmark": "r1",
         "config": {
@@ -350,25 +448,32 @@ async def run(
             "clients": CLIENTS,
             "pgbench_jobs": PGBENCH_JOBS,
             "batch": BATCH,
+            "check_seconds": CHECK_SECONDS,
         },
-        # Below 3 repetitions the plan does not accept the figures.
-        "reportable": repeat >= 3,
+        # Below 3 repetitions the plan does not accept the figures, nor without the check.
+        "reportable": repeat >= 3 and durability["met"],
         "settings": settings,
         "machine": machine,
         "pgbench": {"path": str(pgbench), "version": common.tool_version(pgbench)},
         "baselines": BASELINES,
         "payload": PAYLOAD_JSON,
         "payload_bytes": len(PAYLOAD_JSON.encode()),
+        "wal_accounting": {
+            "caveat": common.WAL_CAVEAT,
+            "per": "pgqueue: per acknowledged publish call (R1b: one publish_many of "
+            f"{BATCH}); pgbench: per commit (pgbench-{BATCH}: one {BATCH}-row INSERT)",
+        },
+        "durability_check": durability,
         "repetitions": repetitions,
-        "rows": [_summarize_row(row, repetitions) for row in ROWS],
+        "rows": rows,
     }
 
 
 async def _repetitions(
     pgbench: Path, dsn: str, *, seconds: int, repeat: int, warmup: int, console: Console
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     phase_time = float(warmup + seconds)
-    repetitions: list[dict[str, float]] = []
+    repetitions: list[dict[str, Any]] = []
     # Few refreshes: the in-process publishers share the GIL with rich's refresh thread.
     with (
         _scripts() as scripts,
@@ -382,66 +487,72 @@ async def _repetitions(
             transient=False,
         ) as progress,
     ):
-        overall = progress.add_task("all phases", total=repeat * 5)
+        steps: list[tuple[str, str, float, Callable[[], Awaitable[Metered]]]] = [
+            (
+                "pgbench-1",
+                "pgbench one-row INSERT",
+                phase_time,
+                lambda: measure_pgbench(
+                    pgbench, dsn, scripts["one"], warmup=warmup, seconds=seconds
+                ),
+            ),
+            (
+                "r1a",
+                "pgqueue publish, 4 tasks",
+                phase_time,
+                lambda: measure_tasks_metered(dsn, batch=1, warmup=warmup, seconds=seconds),
+            ),
+            (
+                "r1a-procs",
+                "pgqueue publish, 4 processes",
+                phase_time,
+                lambda: measure_processes_metered(dsn, batch=1, warmup=warmup, seconds=seconds),
+            ),
+            (
+                f"pgbench-{BATCH}",
+                f"pgbench {BATCH}-row INSERT",
+                phase_time,
+                lambda: measure_pgbench(
+                    pgbench, dsn, scripts["batch"], warmup=warmup, seconds=seconds, rows=BATCH
+                ),
+            ),
+            (
+                "r1b",
+                f"pgqueue publish_many x{BATCH}, 4 tasks",
+                phase_time,
+                lambda: measure_tasks_metered(dsn, batch=BATCH, warmup=warmup, seconds=seconds),
+            ),
+            (
+                "sequential",
+                "durability check: 1 connection, sequential publish",
+                CHECK_SECONDS,
+                lambda: sequential_check(dsn),
+            ),
+        ]
+        overall = progress.add_task("all phases", total=repeat * len(steps))
         phase = progress.add_task("", total=phase_time)
         for rep in range(1, repeat + 1):
-            figures: dict[str, float] = {}
-            steps: list[tuple[str, str, Callable[[], Awaitable[float]]]] = [
-                (
-                    "pgbench-1",
-                    "pgbench one-row INSERT",
-                    lambda: measure_pgbench(
-                        pgbench, dsn, scripts["one"], warmup=warmup, seconds=seconds
-                    ),
-                ),
-                (
-                    "r1a",
-                    "pgqueue publish, 4 tasks",
-                    lambda: measure_tasks(dsn, batch=1, warmup=warmup, seconds=seconds),
-                ),
-                (
-                    "r1a-procs",
-                    "pgqueue publish, 4 processes",
-                    lambda: asyncio.to_thread(
-                        measure_processes, dsn, batch=1, warmup=warmup, seconds=seconds
-                    ),
-                ),
-                (
-                    f"pgbench-{BATCH}",
-                    f"pgbench {BATCH}-row INSERT",
-                    lambda: _rows(
-                        measure_pgbench(
-                            pgbench, dsn, scripts["batch"], warmup=warmup, seconds=seconds
-                        )
-                    ),
-                ),
-                (
-                    "r1b",
-                    f"pgqueue publish_many x{BATCH}, 4 tasks",
-                    lambda: measure_tasks(dsn, batch=BATCH, warmup=warmup, seconds=seconds),
-                ),
-            ]
-            for key, label, measure in steps:
-                figures[key] = await _timed(
-                    progress, phase, f"rep {rep}/{repeat}: {label}", phase_time, measure
+            figures: dict[str, Any] = {}
+            wal: dict[str, Any] = {}
+            for key, label, length, measure in steps:
+                metered = await _timed(
+                    progress, phase, f"rep {rep}/{repeat}: {label}", length, measure
                 )
+                figures[key] = metered.value
+                wal[key] = metered.wal
                 progress.advance(overall)
+            figures["wal"] = wal
             repetitions.append(figures)
     return repetitions
 
 
-async def _rows(tps: Awaitable[float]) -> float:
-    """Rows/s of the batch script: each of its transactions inserts BATCH rows."""
-    return await tps * BATCH
-
-
-def _summarize_row(row: Row, repetitions: list[dict[str, float]]) -> dict[str, Any]:
+def _summarize_row(row: Row, repetitions: list[dict[str, Any]]) -> dict[str, Any]:
     measured = [rep[row.measured] for rep in repetitions]
     baseline = [rep[row.baseline] for rep in repetitions]
     # The ratio of each repetition, not the ratio of medians: pairs measured side by side.
     ratios = [m / b for m, b in zip(measured, baseline, strict=True)]
     ratio = common.summarize(ratios)
-    return {
+    summary = {
         "id": row.id,
         "what": row.what,
         "unit": row.unit,
@@ -452,6 +563,34 @@ def _summarize_row(row: Row, repetitions: list[dict[str, float]]) -> dict[str, A
         "goal": row.goal,
         "met": ratio.median >= row.goal,
     }
+    wal = wal_row(row, repetitions)
+    if wal is not None:
+        summary["wal"] = wal
+    return summary
+
+
+def wal_row(row: Row, repetitions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Flushes per acknowledgement of both sides of a row over its repetitions, from the
+    repetitions' "wal" records (None when the phases recorded none)."""
+    if not all("wal" in rep for rep in repetitions):
+        return None
+    sides: dict[str, Any] = {}
+    for side, key in (("pgqueue", row.measured), ("baseline", row.baseline)):
+        records = [rep["wal"].get(key) for rep in repetitions]
+        sides[side] = common.wal_summary(records)
+        sides[f"{side}_per"] = records[0].get("per") if records[0] else None
+    if sides["pgqueue"] is None and sides["baseline"] is None:
+        return None
+    return sides
+
+
+def _flushes(row: dict[str, Any], side: str) -> str:
+    """Flushes per acknowledgement, median (min–max), for the console tables."""
+    wal = row.get("wal") or {}
+    summary: common.Summary | None = wal.get(side)
+    if summary is None:
+        return "–"
+    return f"{summary.median:.2f} ({summary.min:.2f}–{summary.max:.2f}) per {wal[side + '_per']}"
 
 
 def render(results: dict[str, Any], console: Console) -> None:
@@ -469,9 +608,12 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"{ratio.median:.2f}",
             f"{ratio.min:.2f}–{ratio.max:.2f}",
             f"≥ {row['goal']}",
-            "[green]yes[/]" if row["met"] else "[red]no[/]",
+            "[red]NOT A RESULT[/]"
+            if "not_a_result" in row
+            else ("[green]yes[/]" if row["met"] else "[red]no[/]"),
         )
     console.print(table)
+    render_durability(results, console)
     for row in ROWS:
         console.print(f"  {row.id}: {row.what}; baseline {BASELINES[row.baseline]}")
     console.print(f"server: {common.settings_line(results['settings'])}")
@@ -485,6 +627,33 @@ def render(results: dict[str, Any], console: Console) -> None:
     )
     if not results["reportable"]:
         console.print("[yellow]fewer than 3 repetitions: a smoke run, not a reportable figure[/]")
+
+
+def render_durability(results: dict[str, Any], console: Console) -> None:
+    """WAL flushes per acknowledgement of each row's sides, and the durability check's verdict
+    (rows that run it)."""
+    table = Table(
+        title="WAL flushes per acknowledged publish (call) / per baseline commit",
+        caption="cluster-wide counters: an upper bound on each phase's own",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("row", "pgqueue", "baseline"):
+        table.add_column(column, justify="left" if column == "row" else "right")
+    for row in results["rows"]:
+        if "wal" in row:
+            table.add_row(row["id"], _flushes(row, "pgqueue"), _flushes(row, "baseline"))
+    console.print(table)
+    check = results.get("durability_check")
+    if check is None:
+        return
+    if check["met"]:
+        value: common.Summary = check["value"]
+        console.print(
+            f"  durability check ({check['name']}): {value.min:.2f}–{value.max:.2f} "
+            f"(goal {check['goal']}): [green]met[/]"
+        )
+    else:
+        console.print(f"[red]  NOT DURABLE, NOT A RESULT: {check['reason']}[/]")
 
 
 def main(

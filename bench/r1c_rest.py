@@ -19,6 +19,14 @@ shows up there.
 
 The phases of a repetition alternate library and REST so that drift on a shared machine lands
 on both sides of a ratio.
+
+Every phase records the cluster's WAL writes and flushes over it (common.WalMeter), per
+acknowledged publish call (a request on the REST side). The server's pool stays connected, so
+each reading waits until its sessions have been idle long enough to have published their
+counters (about 11 s a phase). Each repetition ends with a durability check through REST
+("sequential-rest"): one connection POSTing one message at a time for a couple of seconds,
+which needs a WAL flush per request (see common.durability_verdict); should any repetition
+show fewer than 0.95, every row of the run is marked "not durable: not a result".
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,13 +51,15 @@ from rich.table import Table
 from bench import common
 from bench.r1_publish import (
     BATCH,
+    CHECK_SECONDS,
     CLIENTS,
     PAYLOAD,
     TOPIC,
     Row,
     _summarize_row,
     _timed,
-    measure_tasks,
+    publish_for,
+    render_durability,
 )
 from bench.r3_latency import _create_topics, pgqueue_server
 
@@ -87,29 +98,36 @@ class RestPublishFailed(RuntimeError):
 # -- REST side ------------------------------------------------------------------------------
 
 
+async def _post(http: aiohttp.ClientSession, path: str, body: bytes) -> None:
+    async with http.post(path, data=body, headers={"content-type": "application/json"}) as response:
+        if response.status >= 300:
+            text = await response.text()
+            raise RestPublishFailed(f"POST {path} answered {response.status}: {text[:500]}")
+        await response.read()
+
+
 async def _post_loop(
     http: aiohttp.ClientSession, path: str, body: bytes, batch: int, start: float, stop: float
-) -> int:
-    """Posts back to back from now until `stop`; returns the messages whose request completed
-    in [start, stop), as R1's _publish_loop counts them."""
+) -> tuple[int, int]:
+    """Posts back to back from now until `stop`; returns (the messages whose request completed
+    in [start, stop), as R1's _publish_loop counts them; all requests answered)."""
     loop = asyncio.get_running_loop()
-    headers = {"content-type": "application/json"}
-    count = 0
+    count = requests = 0
     while True:
-        async with http.post(path, data=body, headers=headers) as response:
-            if response.status >= 300:
-                text = await response.text()
-                raise RestPublishFailed(f"POST {path} answered {response.status}: {text[:500]}")
-            await response.read()
+        await _post(http, path, body)
+        requests += 1
         now = loop.time()
         if now >= stop:
-            return count
+            return count, requests
         if now >= start:
             count += batch
 
 
-async def measure_rest(base: str, *, batch: int, warmup: float, seconds: float) -> float:
-    """Messages/s of CLIENTS tasks posting through one aiohttp session (its connection pool).
+async def measure_rest(
+    base: str, *, batch: int, warmup: float, seconds: float
+) -> tuple[float, int, int]:
+    """(messages/s, requests answered, messages they carried) of CLIENTS tasks posting through
+    one aiohttp session (its connection pool); the counts include warm-up and late requests.
 
     aiohttp, not httpx: httpx spent about 1.1 ms of CPU per request here, so the figure
     measured the client (a raw-socket client got twice as far against the same server).
@@ -128,7 +146,49 @@ async def measure_rest(base: str, *, batch: int, warmup: float, seconds: float) 
                 ]
         except* RestPublishFailed as failed:
             raise failed.exceptions[0] from None
-    return sum(task.result() for task in tasks) / seconds
+    requests = sum(task.result()[1] for task in tasks)
+    return sum(task.result()[0] for task in tasks) / seconds, requests, requests * batch
+
+
+async def measure_library(
+    dsn: str, *, batch: int, warmup: float, seconds: float
+) -> tuple[float, int, int]:
+    """R1's measure_tasks as (messages/s, calls answered, messages), warm-up included."""
+    window = await publish_for(dsn, batch=batch, warmup=warmup, seconds=seconds)
+    return window.rate, window.calls, window.total
+
+
+async def sequential_rest(base: str, *, seconds: float = CHECK_SECONDS) -> tuple[float, int, int]:
+    """The durability check through REST: one connection POSTing one message at a time."""
+    connector = aiohttp.TCPConnector(limit=1)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(base_url=base, connector=connector, timeout=timeout) as http:
+        requests = 0
+        began = time.monotonic()
+        while time.monotonic() < began + seconds:
+            await _post(http, SINGLE_PATH, SINGLE_BODY)
+            requests += 1
+        elapsed = time.monotonic() - began
+    return requests / elapsed, requests, requests
+
+
+@dataclass(frozen=True)
+class Phase:
+    value: float  # msg/s
+    wal: dict[str, Any]  # common.WalMeter.figures
+    cpu: float  # cores this process used while publishing
+
+
+async def metered(
+    dsn: str, measure: Callable[[], Awaitable[tuple[float, int, int]]], note: str | None = None
+) -> Phase:
+    """A phase under common.WalMeter, with the cores this process used while it published (the
+    meter's waits for the sessions to settle left out)."""
+    async with common.WalMeter(dsn) as meter:
+        cpu, began = time.process_time(), time.monotonic()
+        rate, calls, messages = await measure()
+        cores = (time.process_time() - cpu) / (time.monotonic() - began)
+    return Phase(rate, meter.figures(calls, per="publish", messages=messages, note=note), cores)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -174,6 +234,12 @@ async def run(
         if not keep_db:
             await common.drop_bench_database(maintenance_dsn)
 
+    rows = [_summarize_row(row, repetitions) for row in ROWS]
+    durability = common.durability_verdict(
+        [rep["wal"].get("sequential-rest") for rep in repetitions]
+    )
+    durability["name"] = "sequential REST publisher: WAL flushes per request"
+    common.mark_not_durable(rows, durability)
     return {
         "benchmark": "r1c",
         "config": {
@@ -182,37 +248,57 @@ async def run(
             "warmup": warmup,
             "clients": CLIENTS,
             "batch": BATCH,
+            "check_seconds": CHECK_SECONDS,
         },
-        # Below 3 repetitions the plan does not accept the figures.
-        "reportable": repeat >= 3,
+        # Below 3 repetitions the plan does not accept the figures, nor without the check.
+        "reportable": repeat >= 3 and durability["met"],
         "settings": settings,
         "machine": machine,
         "sides": SIDES,
         "server": "pgqueue serve subprocess (one uvicorn worker), 127.0.0.1, no authentication",
         "client": f"aiohttp {aiohttp.__version__} ClientSession, {CLIENTS} keep-alive connections",
         "request_bytes": {"single": len(SINGLE_BODY), "batch": len(BATCH_BODY)},
+        "wal_accounting": {
+            "caveat": common.WAL_CAVEAT,
+            "per": "per acknowledged publish call: one Queue.publish / publish_many, one REST "
+            "request (R1c-batch: one request of 100)",
+        },
+        "durability_check": durability,
         "repetitions": repetitions,
-        "rows": [_summarize_row(row, repetitions) for row in ROWS],
+        "rows": rows,
     }
 
 
 async def _repetitions(
     dsn: str, base: str, *, seconds: int, repeat: int, warmup: int, console: Console
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     phase_time = float(warmup + seconds)
     clock = {"warmup": warmup, "seconds": seconds}
     # Library and REST alternate, so drift on a shared machine lands on both sides.
-    steps: list[tuple[str, str, Callable[[], Awaitable[float]]]] = [
-        ("r1a", "library publish", partial(measure_tasks, dsn, batch=1, **clock)),
-        ("r1c", "REST publish", partial(measure_rest, base, batch=1, **clock)),
+    steps: list[tuple[str, str, float, Callable[[], Awaitable[tuple[float, int, int]]]]] = [
+        ("r1a", "library publish", phase_time, partial(measure_library, dsn, batch=1, **clock)),
+        ("r1c", "REST publish", phase_time, partial(measure_rest, base, batch=1, **clock)),
         (
             "r1b",
             f"library publish_many x{BATCH}",
-            partial(measure_tasks, dsn, batch=BATCH, **clock),
+            phase_time,
+            partial(measure_library, dsn, batch=BATCH, **clock),
         ),
-        ("r1c-batch", f"REST batch x{BATCH}", partial(measure_rest, base, batch=BATCH, **clock)),
+        (
+            "r1c-batch",
+            f"REST batch x{BATCH}",
+            phase_time,
+            partial(measure_rest, base, batch=BATCH, **clock),
+        ),
+        (
+            "sequential-rest",
+            "durability check: 1 connection, sequential POST",
+            CHECK_SECONDS,
+            partial(sequential_rest, base),
+        ),
     ]
-    repetitions: list[dict[str, float]] = []
+    notes = {"sequential-rest": "durability check: 1 connection, sequential POST"}
+    repetitions: list[dict[str, Any]] = []
     # Few refreshes: the in-process publishers share the GIL with rich's refresh thread.
     with Progress(
         TextColumn("{task.description}"),
@@ -225,15 +311,22 @@ async def _repetitions(
         overall = progress.add_task("all phases", total=repeat * len(steps))
         phase = progress.add_task("", total=phase_time)
         for rep in range(1, repeat + 1):
-            figures: dict[str, float] = {}
-            for key, label, measure in steps:
-                cpu, began = time.process_time(), time.monotonic()
-                figures[key] = await _timed(
-                    progress, phase, f"rep {rep}/{repeat}: {label}", phase_time, measure
+            figures: dict[str, Any] = {}
+            wal: dict[str, Any] = {}
+            for key, label, length, measure in steps:
+                result = await _timed(
+                    progress,
+                    phase,
+                    f"rep {rep}/{repeat}: {label}",
+                    length,
+                    partial(metered, dsn, measure, notes.get(key)),
                 )
+                figures[key] = result.value
                 # Both sides' publishers run in this process: what they cost it, in cores.
-                figures[f"{key}-cpu"] = (time.process_time() - cpu) / (time.monotonic() - began)
+                figures[f"{key}-cpu"] = result.cpu
+                wal[key] = result.wal
                 progress.advance(overall)
+            figures["wal"] = wal
             repetitions.append(figures)
     return repetitions
 
@@ -252,9 +345,12 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"{ratio.median:.2f}",
             f"{ratio.min:.2f}–{ratio.max:.2f}",
             f"≥ {row['goal']}",
-            "[green]yes[/]" if row["met"] else "[red]no[/]",
+            "[red]NOT A RESULT[/]"
+            if "not_a_result" in row
+            else ("[green]yes[/]" if row["met"] else "[red]no[/]"),
         )
     console.print(table)
+    render_durability(results, console)
     for key, what in results["sides"].items():
         cpu = statistics.median(rep[f"{key}-cpu"] for rep in results["repetitions"])
         console.print(f"  {key}: {what}; this process used {cpu:.2f} cores")

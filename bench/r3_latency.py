@@ -22,7 +22,12 @@ as reference rows; `--systems` picks some):
 
 For pgqueue the publisher is the library (`Queue.publish`, the call of R1a: concurrent calls
 share a round trip) and the receiver a WebSocket of `pgqueue serve`, run as a subprocess on a
-fresh bench database, with ack=auto and prefetch=PREFETCH.
+fresh bench database, with ack=auto and prefetch=PREFETCH. Each pgqueue repetition records the
+cluster's WAL writes and flushes over its open loop and drain (common.WalMeter, per acknowledged
+publish; the server's claim and ack commits count too; the readings wait about 11 s for the
+publisher's and the server's idle sessions to report), and after the repetitions R1's
+durability check runs once (one connection publishing sequentially, at least 0.95 flushes per
+publish): should it fail, the row is not durable and not a result.
 
 Redis Streams (reference): redis-py asyncio XADD into a stream; the receiver reads with
 XREADGROUP BLOCK (COUNT up to PREFETCH) in a consumer group created at the stream's end ($) and
@@ -72,6 +77,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 import pgqueue
 from bench import common
+from bench.r1_publish import sequential_check
 
 if TYPE_CHECKING:  # imported where used: a pgqueue-only run needs neither package
     import redis.asyncio as aioredis
@@ -527,8 +533,16 @@ async def measure_pgqueue(dsn: str, plan: Plan, console: Console) -> dict[str, A
                 return await q.publish(TOPIC, payload)
 
             source = _websocket_source(_ws_url(base, subscriber))
-            result = await open_loop(
-                publish, source, rate=rate, warmup=plan.warmup, seconds=plan.seconds
+            async with common.WalMeter(dsn) as meter:
+                result = await open_loop(
+                    publish, source, rate=rate, warmup=plan.warmup, seconds=plan.seconds
+                )
+            result["wal"] = meter.figures(
+                result["published"],
+                per="publish",
+                messages=result["published"],
+                note="open loop (warm-up included) and drain; includes the server's claim and "
+                "ack commits",
             )
             result["subscriber"] = subscriber
             # Lost or late? Unacked messages are still queued (claimed ones included, and so
@@ -539,7 +553,21 @@ async def measure_pgqueue(dsn: str, plan: Plan, console: Console) -> dict[str, A
             # Named subscribers outlive their connection; one left behind is one more for
             # the next repetition's publishes.
             await q.unsubscribe(TOPIC, subscriber)
+        console.print("pgqueue: durability check (1 connection publishing sequentially) …")
+        check = await sequential_check(dsn)
+    durability = common.durability_verdict([check.wal])
+    settings = await common.server_settings(dsn)
     return {
+        "durability": _postgres_durability(settings)
+        + (
+            f"; checked: {durability['name']} {durability['value'].min:.2f}"
+            if durability["met"]
+            else f"; NOT DURABLE: {durability['reason']}"
+        ),
+        "durable": bool(durability["met"]),
+        "durability_check": durability,
+        "durability_check_phase": check.wal,
+        "wal_accounting": {"caveat": common.WAL_CAVEAT, "per": "per acknowledged publish"},
         "max_rate": max_rate,
         "rate_source": rate_source,
         "rate": rate,
@@ -1031,6 +1059,16 @@ def _summarize(system: System, measured: dict[str, Any]) -> dict[str, Any]:
         "goal": None,
         "met": None,
     }
+    if all("wal" in rep for rep in repetitions):
+        row["wal"] = {
+            "pgqueue": common.wal_summary([rep["wal"] for rep in repetitions]),
+            "pgqueue_per": "publish",
+            "baseline": None,
+            "baseline_per": None,
+        }
+    if "durability_check" in measured:
+        row["durability_check"] = measured["durability_check"]
+        common.mark_not_durable([row], measured["durability_check"])
     if system.goal is not None and "p50" in latency and "p99" in latency:
         row["goal"] = {"p50_ms": system.goal.p50_ms, "p99_ms": system.goal.p99_ms}
         row["met"] = {
@@ -1261,6 +1299,13 @@ def render(results: dict[str, Any], console: Console) -> None:
             else:
                 how += " (--max-rate)"
         console.print(f"  rate: {measured['rate']:,.0f} msg/s, {how}")
+        wal = (row.get("wal") or {}).get("pgqueue")
+        if wal is not None:
+            console.print(
+                f"  WAL flushes per acknowledged publish: {wal.median:.2f} "
+                f"({wal.min:.2f}–{wal.max:.2f}; the server's claim and ack commits included; "
+                "cluster-wide, an upper bound)"
+            )
         for number, rep in enumerate(repetitions, start=1):
             worst = max(rep["timeline"], key=lambda s: s["max_ms"], default=None)
             if worst is not None:

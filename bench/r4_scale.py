@@ -14,6 +14,11 @@ insert-only, which the dead-tuple check at the end holds us to.
 
 The backlog is built with the batch path first (not timed), as the plan asks. p99 is per call:
 one publish, or one claim + ack round of a drain consumer.
+
+The publish phases record the cluster's WAL writes and flushes (common.WalMeter), per
+acknowledged publish. After the repetitions, R1's durability check (one connection publishing
+sequentially, at least 0.95 flushes per publish) runs once on the clean database; should it
+fail, every row is marked "not durable: not a result".
 """
 
 from __future__ import annotations
@@ -41,7 +46,15 @@ from rich.table import Table
 
 import pgqueue
 from bench import common
-from bench.r1_publish import CLIENTS, PAYLOAD, Row, _summarize_row, _timed
+from bench.r1_publish import (
+    CLIENTS,
+    PAYLOAD,
+    Row,
+    _summarize_row,
+    _timed,
+    render_durability,
+    sequential_check,
+)
 from bench.r2_drain import BATCH, CONSUMERS, POOL_MAX_SIZE
 
 TOPIC = "bench"
@@ -84,9 +97,10 @@ async def build_log(dsn: str, messages: int, progress: Progress, task: TaskID) -
 
 
 @asynccontextmanager
-async def xmin_held(dsn: str) -> AsyncIterator[int]:
+async def xmin_held(dsn: str) -> AsyncIterator[tuple[int, int]]:
     """An idle-in-transaction session with an xid and a snapshot for as long as the block
-    runs; yields the xmin it holds (checked, so a silently released horizon cannot pass)."""
+    runs; yields the xmin it holds (checked, so a silently released horizon cannot pass) and
+    the session's pid."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -102,7 +116,7 @@ async def xmin_held(dsn: str) -> AsyncIterator[int]:
             await watcher.close()
         if held is None:
             raise RuntimeError("the idle transaction holds no xmin")
-        yield int(held)
+        yield int(held), pid
     finally:
         await conn.close()
 
@@ -117,18 +131,24 @@ async def prepare_database(maintenance_dsn: str, name: str) -> str:
 # -- the phases -----------------------------------------------------------------------------
 
 
-async def measure_publish(dsn: str, *, warmup: float, seconds: float) -> tuple[float, float]:
-    """R1a's shape; returns (msg/s, p99 seconds of one publish call)."""
+async def measure_publish(
+    dsn: str, *, warmup: float, seconds: float, answered: list[int] | None = None
+) -> tuple[float, float]:
+    """R1a's shape; returns (msg/s, p99 seconds of one publish call). Appends to `answered`
+    the number of publishes answered, warm-up and late ones included."""
+    calls = 0
     async with pgqueue.connect(dsn) as q:
         loop = asyncio.get_running_loop()
         start = loop.time() + warmup
         stop = start + seconds
 
         async def publisher() -> list[float]:
+            nonlocal calls
             latencies = []
             while True:
                 began = loop.time()
                 await q.publish(TOPIC, PAYLOAD)
+                calls += 1
                 now = loop.time()
                 if now >= stop:
                     return latencies
@@ -137,7 +157,26 @@ async def measure_publish(dsn: str, *, warmup: float, seconds: float) -> tuple[f
 
         per_task = await asyncio.gather(*(publisher() for _ in range(CLIENTS)))
     latencies = [x for task in per_task for x in task]
+    if answered is not None:
+        answered.append(calls)
     return len(latencies) / seconds, _p99(latencies)
+
+
+async def measure_publish_metered(
+    dsn: str,
+    *,
+    warmup: float,
+    seconds: float,
+    wal: dict[str, Any],
+    key: str,
+    ignore_pids: list[int],
+) -> tuple[float, float]:
+    """measure_publish with the phase's WAL record in wal[key]."""
+    answered: list[int] = []
+    async with common.WalMeter(dsn, ignore_pids=ignore_pids) as meter:
+        figures = await measure_publish(dsn, warmup=warmup, seconds=seconds, answered=answered)
+    wal[key] = meter.figures(answered[0], per="publish", messages=answered[0])
+    return figures
 
 
 async def measure_drain(dsn: str, *, messages: int, rep: int) -> tuple[float, float]:
@@ -221,7 +260,7 @@ async def run(
                     await conn.execute("VACUUM ANALYZE")
                 finally:
                     await conn.close()
-            async with xmin_held(big) as xmin:
+            async with xmin_held(big) as (xmin, holder):
                 repetitions = await _repetitions(
                     progress,
                     clean,
@@ -230,13 +269,17 @@ async def run(
                     seconds=seconds,
                     repeat=repeat,
                     warmup=warmup,
+                    holder=holder,
                 )
         tuples = await dead_tuples(big)
+        console.print("durability check: 1 connection publishing sequentially …")
+        check = await sequential_check(clean)
     finally:
         if not keep_db:
             await common.drop_bench_database(maintenance_dsn, common.BENCH_DATABASE)
             await common.drop_bench_database(maintenance_dsn, BIG_DATABASE)
 
+    durability = common.durability_verdict([check.wal])
     dead_in_log = tuples.get("message", {}).get("dead", 0)
     rows = []
     for row in ROWS:
@@ -259,6 +302,8 @@ async def run(
             },
         ]
         rows.append(summary)
+    # Only the publish row rests on the publishes being durable.
+    common.mark_not_durable([row for row in rows if row["id"] == "r4-publish"], durability)
     return {
         "benchmark": "r4",
         "config": {
@@ -271,9 +316,15 @@ async def run(
             "consumers": CONSUMERS,
             "batch": BATCH,
         },
-        "reportable": repeat >= 3 and messages >= 10_000_000,
+        "reportable": repeat >= 3 and messages >= 10_000_000 and durability["met"],
         "settings": settings,
         "machine": machine,
+        "wal_accounting": {
+            "caveat": common.WAL_CAVEAT,
+            "per": "publish phases: per acknowledged publish (1 message per call)",
+        },
+        "durability_check": durability,
+        "durability_check_phase": check.wal,
         "build_rows_per_s": build_rate,
         "xmin_held": xmin,
         "tuples_at_end": tuples,
@@ -302,16 +353,21 @@ async def _repetitions(
     seconds: int,
     repeat: int,
     warmup: int,
-) -> list[dict[str, float]]:
+    holder: int,
+) -> list[dict[str, Any]]:
     overall = progress.add_task("all phases", total=repeat * 4)
     phase = progress.add_task("", total=1)
     repetitions = []
     for rep in range(1, repeat + 1):
-        figures: dict[str, float] = {}
+        figures: dict[str, Any] = {}
+        wal: dict[str, Any] = {}
+        publish = partial(
+            measure_publish_metered, warmup=warmup, seconds=seconds, wal=wal, ignore_pids=[holder]
+        )
         # Alternating sides, so drift on a shared machine lands on both.
         steps: list[tuple[str, Callable[[], Awaitable[tuple[float, float]]]]] = [
-            ("clean-publish", partial(measure_publish, clean, warmup=warmup, seconds=seconds)),
-            ("big-publish", partial(measure_publish, big, warmup=warmup, seconds=seconds)),
+            ("clean-publish", partial(publish, clean, key="clean-publish")),
+            ("big-publish", partial(publish, big, key="big-publish")),
             ("clean-drain", partial(measure_drain, clean, messages=drain, rep=rep)),
             ("big-drain", partial(measure_drain, big, messages=drain, rep=rep)),
         ]
@@ -324,6 +380,7 @@ async def _repetitions(
             )
             figures[f"{key}-p99"] = p99s[0]
             progress.advance(overall)
+        figures["wal"] = wal
         repetitions.append(figures)
     return repetitions
 
@@ -351,9 +408,12 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"{ratio.min:.2f}–{ratio.max:.2f}",
             f"{p99.median:.2f}",
             f"≥ {row['goal']}, p99 ≤ {P99_GOAL:g}×",
-            "[green]yes[/]" if met else "[red]no[/]",
+            "[red]NOT A RESULT[/]"
+            if "not_a_result" in row
+            else ("[green]yes[/]" if met else "[red]no[/]"),
         )
     console.print(table)
+    render_durability(results, console)
     tuples = results["tuples_at_end"]
     console.print(
         "tuples at the end on the big side (live/dead): "

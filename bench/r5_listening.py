@@ -21,6 +21,12 @@ backlog or log size carries over from one phase to the next. The two sides swap 
 repetition to the next, so that drift lands on both.
 
 Sweep (publishers.png, no goal): the baseline's phase with 1, 2, 4 and 8 publishing tasks.
+
+Every phase records the cluster's WAL writes and flushes over it (common.WalMeter), per
+acknowledged publish; the listening phase's count includes the consumers' claim and ack commits.
+After the repetitions, R1's durability check (one connection publishing sequentially, at least
+0.95 flushes per publish) runs once; should it fail, the row is marked "not durable: not a
+result".
 """
 
 from __future__ import annotations
@@ -46,11 +52,14 @@ from bench import common
 from bench.r1_publish import (
     CLIENTS,
     TOPIC,
+    Metered,
     Row,
     _summarize_row,
     _timed,
-    measure_tasks,
+    measure_tasks_metered,
     publish_for,
+    render_durability,
+    sequential_check,
 )
 
 SUBSCRIBERS = 2
@@ -217,6 +226,8 @@ async def measure_listening(
         "listening-received": float(min(outcome["received_in_window"])),
         "listening-lag-s": max(0.0, outcome["last_receipt"] - window.stop),
         "listening-drained": min(outcome["received"]) / window.total,
+        # Every publish answered in the phase, warm-up included: the WAL accounting's count.
+        "listening-acknowledged": float(window.total),
     }
 
 
@@ -242,33 +253,43 @@ def progress_bars(console: Console) -> Progress:
     )
 
 
-async def _quiet(dsn: str, topic: str, *, tasks: int, warmup: float, seconds: float) -> float:
+async def _quiet(dsn: str, topic: str, *, tasks: int, warmup: float, seconds: float) -> Metered:
     await fresh_topic(dsn, topic, SUBSCRIBERS)
-    return await measure_tasks(
+    return await measure_tasks_metered(
         dsn, batch=1, topic=topic, tasks=tasks, warmup=warmup, seconds=seconds
     )
 
 
 async def _listening(
-    dsn: str, topic: str, figures: dict[str, float], *, warmup: float, seconds: float
-) -> float:
+    dsn: str, topic: str, figures: dict[str, Any], *, warmup: float, seconds: float
+) -> Metered:
     subscribers = await fresh_topic(dsn, topic, SUBSCRIBERS)
-    phase = await measure_listening(dsn, topic, subscribers, warmup=warmup, seconds=seconds)
+    # The consumer process has exited, its sessions with it, when the meter reads.
+    async with common.WalMeter(dsn) as meter:
+        phase = await measure_listening(dsn, topic, subscribers, warmup=warmup, seconds=seconds)
     figures.update(phase)
-    return phase["listening"]
+    acknowledged = int(phase["listening-acknowledged"])
+    wal = meter.figures(
+        acknowledged,
+        per="publish",
+        messages=acknowledged,
+        note="includes the consumers' claim and ack commits",
+    )
+    return Metered(phase["listening"], wal)
 
 
 async def _repetitions(
     dsn: str, *, seconds: int, repeat: int, warmup: int, console: Console
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     phase_time = float(warmup + seconds)
-    repetitions: list[dict[str, float]] = []
+    repetitions: list[dict[str, Any]] = []
     with progress_bars(console) as progress:
         overall = progress.add_task("all phases", total=repeat * (2 + len(PUBLISHER_COUNTS)))
         phase = progress.add_task("", total=phase_time)
         for rep in range(1, repeat + 1):
-            figures: dict[str, float] = {}
-            pair: list[tuple[str, str, Callable[[], Awaitable[float]]]] = [
+            figures: dict[str, Any] = {}
+            wal: dict[str, Any] = {}
+            pair: list[tuple[str, str, Callable[[], Awaitable[Metered]]]] = [
                 (
                     "quiet",
                     "no consumer",
@@ -294,7 +315,7 @@ async def _repetitions(
                     ),
                 ),
             ]
-            sweep: list[tuple[str, str, Callable[[], Awaitable[float]]]] = [
+            sweep: list[tuple[str, str, Callable[[], Awaitable[Metered]]]] = [
                 (
                     f"publishers-{n}",
                     f"{n} publisher task(s), no consumer",
@@ -314,10 +335,13 @@ async def _repetitions(
                 pair.reverse()
                 sweep.reverse()
             for key, label, measure in pair + sweep:
-                figures[key] = await _timed(
+                metered = await _timed(
                     progress, phase, f"rep {rep}/{repeat}: {label}", phase_time, measure
                 )
+                figures[key] = metered.value
+                wal[key] = metered.wal
                 progress.advance(overall)
+            figures["wal"] = wal
             repetitions.append(figures)
     return repetitions
 
@@ -351,10 +375,13 @@ async def run(
         repetitions = await _repetitions(
             dsn, seconds=seconds, repeat=repeat, warmup=warmup, console=console
         )
+        console.print("durability check: 1 connection publishing sequentially …")
+        check = await sequential_check(dsn)
     finally:
         if not keep_db:
             await common.drop_bench_database(maintenance_dsn)
 
+    durability = common.durability_verdict([check.wal])
     received = common.summarize(
         [rep["listening-received"] / rep["listening-published"] for rep in repetitions]
     )
@@ -367,6 +394,7 @@ async def run(
             "met": received.median >= RECEIVED_OK,
         }
     ]
+    common.mark_not_durable([row], durability)
     return {
         "benchmark": "r5",
         "config": {
@@ -379,10 +407,16 @@ async def run(
             "batch": BATCH,
             "publisher_counts": list(PUBLISHER_COUNTS),
         },
-        # Below 3 repetitions the plan does not accept the figures.
-        "reportable": repeat >= 3,
+        # Below 3 repetitions the plan does not accept the figures, nor without the check.
+        "reportable": repeat >= 3 and durability["met"],
         "settings": settings,
         "machine": machine,
+        "wal_accounting": {
+            "caveat": common.WAL_CAVEAT,
+            "per": "per acknowledged publish (1 message per call)",
+        },
+        "durability_check": durability,
+        "durability_check_phase": check.wal,
         "consumers": {
             "published_in_window": common.summarize(
                 [rep["listening-published"] for rep in repetitions]
@@ -421,9 +455,12 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"{ratio.min:.2f}–{ratio.max:.2f}",
             f"{received.median:.2f}",
             f"≥ {row['goal']}",
-            "[green]yes[/]" if met else "[red]no[/]",
+            "[red]NOT A RESULT[/]"
+            if "not_a_result" in row
+            else ("[green]yes[/]" if met else "[red]no[/]"),
         )
     console.print(table)
+    render_durability(results, console)
     consumers = results["consumers"]
     console.print(
         f"consumers: {SUBSCRIBERS} subscribers × {CONSUMERS_PER_SUBSCRIBER}, claim ≤ {BATCH}; "

@@ -13,6 +13,11 @@ Every phase publishes to a topic of its own, created with its subscribers just b
 starts on an empty log. The phases are the sweep 1, 10, 100 subscribers (fanout.png); the row is
 100 against 1 within each repetition. Every other repetition runs them in reverse order, so
 that drift lands on both sides.
+
+Every phase records the cluster's WAL writes and flushes over it (common.WalMeter), per
+acknowledged publish. After the repetitions, R1's durability check (one connection publishing
+sequentially, at least 0.95 flushes per publish) runs once; should it fail, the row is marked
+"not durable: not a result".
 """
 
 from __future__ import annotations
@@ -26,7 +31,17 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import common
-from bench.r1_publish import CLIENTS, TOPIC, Row, _summarize_row, _timed, measure_tasks
+from bench.r1_publish import (
+    CLIENTS,
+    TOPIC,
+    Metered,
+    Row,
+    _summarize_row,
+    _timed,
+    measure_tasks_metered,
+    render_durability,
+    sequential_check,
+)
 from bench.r5_listening import fresh_topic, progress_bars, series_point
 
 SUBSCRIBER_COUNTS = (1, 10, 100)
@@ -45,25 +60,26 @@ ROWS = (
 
 async def measure_fanout(
     dsn: str, topic: str, subscribers: int, *, warmup: float, seconds: float
-) -> float:
-    """R1a's msg/s to a fresh topic with `subscribers` idle subscribers."""
+) -> Metered:
+    """R1a's msg/s to a fresh topic with `subscribers` idle subscribers, with its WAL record."""
     await fresh_topic(dsn, topic, subscribers)
-    return await measure_tasks(dsn, batch=1, topic=topic, warmup=warmup, seconds=seconds)
+    return await measure_tasks_metered(dsn, batch=1, topic=topic, warmup=warmup, seconds=seconds)
 
 
 async def _repetitions(
     dsn: str, *, seconds: int, repeat: int, warmup: int, console: Console
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     phase_time = float(warmup + seconds)
-    repetitions: list[dict[str, float]] = []
+    repetitions: list[dict[str, Any]] = []
     with progress_bars(console) as progress:
         overall = progress.add_task("all phases", total=repeat * len(SUBSCRIBER_COUNTS))
         phase = progress.add_task("", total=phase_time)
         for rep in range(1, repeat + 1):
-            figures: dict[str, float] = {}
+            figures: dict[str, Any] = {}
+            wal: dict[str, Any] = {}
             counts = SUBSCRIBER_COUNTS if rep % 2 else tuple(reversed(SUBSCRIBER_COUNTS))
             for n in counts:
-                figures[f"subscribers-{n}"] = await _timed(
+                metered = await _timed(
                     progress,
                     phase,
                     f"rep {rep}/{repeat}: {n} subscriber(s)",
@@ -77,7 +93,10 @@ async def _repetitions(
                         seconds=seconds,
                     ),
                 )
+                figures[f"subscribers-{n}"] = metered.value
+                wal[f"subscribers-{n}"] = metered.wal
                 progress.advance(overall)
+            figures["wal"] = wal
             repetitions.append(figures)
     return repetitions
 
@@ -105,10 +124,15 @@ async def run(
         repetitions = await _repetitions(
             dsn, seconds=seconds, repeat=repeat, warmup=warmup, console=console
         )
+        console.print("durability check: 1 connection publishing sequentially …")
+        check = await sequential_check(dsn)
     finally:
         if not keep_db:
             await common.drop_bench_database(maintenance_dsn)
 
+    durability = common.durability_verdict([check.wal])
+    rows = [_summarize_row(row, repetitions) for row in ROWS]
+    common.mark_not_durable(rows, durability)
     return {
         "benchmark": "r6",
         "config": {
@@ -118,12 +142,18 @@ async def run(
             "clients": CLIENTS,
             "subscriber_counts": list(SUBSCRIBER_COUNTS),
         },
-        # Below 3 repetitions the plan does not accept the figures.
-        "reportable": repeat >= 3,
+        # Below 3 repetitions the plan does not accept the figures, nor without the check.
+        "reportable": repeat >= 3 and durability["met"],
         "settings": settings,
         "machine": machine,
+        "wal_accounting": {
+            "caveat": common.WAL_CAVEAT,
+            "per": "per acknowledged publish (1 message per call)",
+        },
+        "durability_check": durability,
+        "durability_check_phase": check.wal,
         "repetitions": repetitions,
-        "rows": [_summarize_row(row, repetitions) for row in ROWS],
+        "rows": rows,
         "series": {
             "subscribers": [
                 series_point(n, [rep[f"subscribers-{n}"] for rep in repetitions])
@@ -147,9 +177,12 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"{ratio.median:.2f}",
             f"{ratio.min:.2f}–{ratio.max:.2f}",
             f"≥ {row['goal']}",
-            "[green]yes[/]" if row["met"] else "[red]no[/]",
+            "[red]NOT A RESULT[/]"
+            if "not_a_result" in row
+            else ("[green]yes[/]" if row["met"] else "[red]no[/]"),
         )
     console.print(table)
+    render_durability(results, console)
     console.print(
         "publish msg/s by subscribers on the topic: "
         + ", ".join(

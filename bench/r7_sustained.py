@@ -28,6 +28,12 @@ our backend (else the pid in data_directory/postmaster.pid), accepted only if it
 is pg_postmaster_start_time(). Otherwise the RSS figures are null and the RSS check is left
 out. The RSS sum counts shared memory (shared_buffers) once per process that touched it; PSS
 and USS sums are recorded beside it when readable.
+
+The cluster's WAL writes and flushes are counted from just before the open loop until every
+session of the run has closed (common.WalMeter), per acknowledged publish; the count includes
+the consumers' claim and ack commits and the drain. Each repetition ends with R1's durability
+check (one connection publishing sequentially, at least 0.95 flushes per publish); should it
+fail, the row is marked "not durable: not a result".
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from rich.table import Table
 
 import pgqueue
 from bench import common
+from bench.r1_publish import render_durability, sequential_check
 from bench.r3_latency import (
     CLIENTS,
     HIST_DIGITS,
@@ -519,6 +526,10 @@ async def sustained(
             postmaster, postmaster_how = await find_postmaster(monitor_conn)
             monitor = Monitor(monitor_conn, q, postmaster, consumers.pid)
             at_start = await monitor.sample()
+            # Waits for the probe's and the consumers' idle sessions to report (about 11 s);
+            # read again once every session of the run has closed, below.
+            meter = common.WalMeter(dsn, ignore_pids=[monitor_conn.get_server_pid()])
+            await meter.__aenter__()
             clock = Clock(time.time() + START_DELAY, minutes, minute_seconds)
             consumers.begin(clock.t0)
             samples: list[dict[str, Any]] = []
@@ -538,7 +549,16 @@ async def sustained(
         finally:
             await monitor_conn.close()
             await asyncio.to_thread(consumers.close)
+    await meter.__aexit__(None, None, None)
+    acknowledged = publishing.published.count(1)
+    wal = meter.figures(
+        acknowledged,
+        per="publish",
+        messages=acknowledged,
+        note="open loop and drain; includes the consumers' claim and ack commits",
+    )
     return _run_figures(
+        wal=wal,
         max_rate=max_rate,
         rate=rate,
         clock=clock,
@@ -597,6 +617,7 @@ async def _sample_minutes(
 
 def _run_figures(
     *,
+    wal: dict[str, Any],
     max_rate: float,
     rate: float,
     clock: Clock,
@@ -650,6 +671,7 @@ def _run_figures(
         "lost_messages": lost_messages,  # missed by at least one subscriber
         "duplicates": tally["duplicates"],
         "postmaster": {"pid": postmaster, "how": postmaster_how},
+        "wal": wal,
         "at_start": at_start,
         "delivered_first_per_s": first["delivered_per_s"],
         "delivered_last_per_s": last["delivered_per_s"],
@@ -708,17 +730,18 @@ async def run(
                         "refusing to benchmark with lowered durability: " + "; ".join(problems)
                     )
                 autovacuum = await _setting(dsn, "autovacuum")
-                runs.append(
-                    await sustained(
-                        dsn,
-                        minutes=minutes,
-                        minute_seconds=minute_seconds,
-                        progress=progress,
-                        phase=phase,
-                        label=f"rep {rep}/{repeat}",
-                        console=console,
-                    )
+                figures = await sustained(
+                    dsn,
+                    minutes=minutes,
+                    minute_seconds=minute_seconds,
+                    progress=progress,
+                    phase=phase,
+                    label=f"rep {rep}/{repeat}",
+                    console=console,
                 )
+                console.print(f"rep {rep}/{repeat}: durability check (sequential publisher) …")
+                figures["durability_check_phase"] = (await sequential_check(dsn)).wal
+                runs.append(figures)
             finally:
                 if not keep_db:
                     await common.drop_bench_database(maintenance_dsn)
@@ -728,6 +751,9 @@ async def run(
         for rep, figures in enumerate(runs, start=1)
         for minute in figures.pop("minutes")
     ]
+    durability = common.durability_verdict([figures["durability_check_phase"] for figures in runs])
+    rows = [_row(runs, minutes)]
+    common.mark_not_durable(rows, durability)
     return {
         "benchmark": "r7",
         "config": {
@@ -746,7 +772,7 @@ async def run(
             "publisher": "Queue.publish (publish batching as configured), one task per "
             "message, in the benchmark process",
         },
-        "reportable": minutes >= 10 and minute_seconds == 60,
+        "reportable": minutes >= 10 and minute_seconds == 60 and durability["met"],
         "settings": settings,
         "autovacuum": autovacuum,
         "machine": machine,
@@ -754,9 +780,14 @@ async def run(
         "delivered": sum(figures["delivered"] for figures in runs),
         "lost": sum(figures["lost"] for figures in runs),
         "duplicates": sum(figures["duplicates"] for figures in runs),
+        "wal_accounting": {
+            "caveat": common.WAL_CAVEAT,
+            "per": "per acknowledged publish (1 message per call), over the open loop and drain",
+        },
+        "durability_check": durability,
         "repetitions": runs,
         "minutes": series,
-        "rows": [_row(runs, minutes)],
+        "rows": rows,
     }
 
 
@@ -786,6 +817,12 @@ def _row(runs: list[dict[str, Any]], minutes: int) -> dict[str, Any]:
         "ratio": ratio,
         "goal": GOAL,
         "met": ratio.median >= GOAL,
+        "wal": {
+            "pgqueue": common.wal_summary([figures["wal"] for figures in runs]),
+            "pgqueue_per": "publish",
+            "baseline": None,
+            "baseline_per": None,
+        },
         "checks": [
             {
                 "name": "p99 last/first",
@@ -896,6 +933,14 @@ def render(results: dict[str, Any], console: Console) -> None:
             + "; benchmark processes' RSS "
             + (f"{_mib(bench[0]['total'])} → {_mib(bench[-1]['total'])} MiB" if bench[0] else "–")
         )
+        wal = figures["wal"]
+        if "flushes" in wal:
+            console.print(
+                f"  WAL: {wal['flushes']:,} flushes ({wal['flush_counter']}), "
+                f"{wal['wal_write']:,} writes for {wal['acknowledged']:,} acknowledged publishes: "
+                f"{wal['flushes_per_ack']:.3f} per publish (consumers' commits included; "
+                "cluster-wide, an upper bound)"
+            )
     for row in results["rows"]:
         parts = [
             f"throughput last/first {row['ratio'].median:.3f} (goal ≥ {row['goal']:g}: "
@@ -908,7 +953,10 @@ def render(results: dict[str, Any], console: Console) -> None:
             parts.append(f"{check['name']} {shown} (goal {check['goal']}: {verdict})")
         if "memory_unavailable" in row:
             parts.append(f"PostgreSQL memory not measured: {row['memory_unavailable']}")
+        if "not_a_result" in row:
+            parts.append(f"[red]{row['not_a_result']}[/]")
         console.print("R7: " + "; ".join(parts))
+    render_durability(results, console)
     console.print(
         f"PostgreSQL: {common.settings_line(results['settings'])}, "
         f"autovacuum={results['autovacuum']}"

@@ -53,6 +53,11 @@ SERIES_PLOTS = (
         "fanout.png",
     ),
 )
+# Rows whose figures rest on publishes being acknowledged durably: BENCHMARKS.md wants their
+# WAL flushes counted and checked, and without that they are not a result.
+PUBLISHING_ROWS = frozenset(
+    {"r1a", "r1a-procs", "r1b", "r1c", "r1c-batch", "r3", "r4-publish", "r5", "r6", "r7"}
+)
 # Points of the R3 latency CDF: percentile name in the JSON -> cumulative fraction.
 # "max" (fraction 1) has no place on the logit axis; it is in the R3 table.
 CDF_POINTS = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999))
@@ -122,9 +127,12 @@ def _source_lines(results: dict[str, dict[str, Any] | None]) -> list[str]:
         machine = data.get("machine", {})
         load = machine.get("loadavg_at_start")
         load_text = " ".join(f"{value:.2f}" for value in load) if load else "?"
-        settings = data.get("settings", {})
+        settings = data.get("settings") or {}
         reportable = data.get("reportable")
         problems = common.durability_problems(settings) if settings else []
+        check = data.get("durability_check")
+        if check is not None and not check["met"]:
+            problems.append("not durable")
         lines.append(
             "| "
             + " | ".join(
@@ -211,18 +219,46 @@ def _check_value(name: str, value: Any) -> str:
     return f"{value:.2f}"
 
 
+def _not_a_result(row: dict[str, Any]) -> str | None:
+    """Why a row's figures do not count on durability grounds: its check failed, or a
+    publishing row carries no WAL accounting (a result file from before it existed)."""
+    if "not_a_result" in row:
+        return "**not durable: not a result**"
+    if row["id"] in PUBLISHING_ROWS and "wal" not in row:
+        return "**durability not checked (no WAL accounting): not a result**"
+    return None
+
+
+def _flushes(wal: dict[str, Any], side: str) -> str | None:
+    summary = wal.get(side)
+    if summary is None:
+        return None
+    return f"{summary['median']:.2f}/{wal.get(side + '_per') or 'ack'}"
+
+
+def _wal_cell(row: dict[str, Any]) -> str:
+    """WAL flushes per acknowledged publish beside the baseline's per commit, medians."""
+    wal = row.get("wal")
+    if wal is None:
+        return "not recorded" if row["id"] in PUBLISHING_ROWS else "–"
+    ours, theirs = _flushes(wal, "pgqueue"), _flushes(wal, "baseline")
+    if ours is None:
+        return "not recorded"
+    return ours if theirs is None else f"{ours} vs {theirs}"
+
+
 def _throughput_row(row: dict[str, Any]) -> list[str]:
     label = _row_label(row["id"])
     checks = row.get("checks", [])
     goal = "; ".join([f"≥ {row['goal']:g}"] + [f"{c['name']} {c['goal']}" for c in checks])
     if "skipped" in row or "pgqueue" not in row:
         reason = row.get("skipped", "not measured")
-        return [label, row["what"], f"skipped: {reason}", "–", "–", goal, "–"]
+        return [label, row["what"], f"skipped: {reason}", "–", "–", goal, "–", "–"]
     unit = row.get("unit", "/s")
     ratio = _ratio(row["ratio"])
     for check in checks:
         ratio += f"; {check['name']} {_check_value(check['name'], check['value'])}"
-    met = "; ".join(
+    met = _not_a_result(row) or "; ".join(
         [_yes_no(bool(row["met"]))]
         + [f"{check['name']} {_yes_no(bool(check['met']))}" for check in checks]
     )
@@ -234,6 +270,7 @@ def _throughput_row(row: dict[str, Any]) -> list[str]:
         ratio,
         goal,
         met,
+        _wal_cell(row),
     ]
 
 
@@ -241,13 +278,13 @@ def _latency_row(row: dict[str, Any]) -> list[str]:
     label = _row_label(row["id"])
     what = row["what"] + (" (durable)" if row.get("durable") else " (**not durable**)")
     if "error" in row:
-        return [label, what, f"failed: {row['error']}", "–", "–", "–", "–"]
+        return [label, what, f"failed: {row['error']}", "–", "–", "–", "–", "–"]
     latency = row["latency_ms"]
     figure = f"p50 {_ms(latency['p50']['median'])} ms, p99 {_ms(latency['p99']['median'])} ms"
     goal = row.get("goal")
     if goal is None:
         # A reference row: its figure is the baseline pgqueue's latency is read against.
-        return [label, what, "–", figure, "absolute", "reference", "–"]
+        return [label, what, "–", figure, "absolute", "reference", "–", "–"]
     met = row["met"]
     return [
         label,
@@ -256,25 +293,102 @@ def _latency_row(row: dict[str, Any]) -> list[str]:
         "–",
         "absolute",
         f"p50 ≤ {goal['p50_ms']:g} ms, p99 ≤ {goal['p99_ms']:g} ms",
-        f"p50 {_yes_no(met['p50'])}, p99 {_yes_no(met['p99'])}",
+        _not_a_result(row) or f"p50 {_yes_no(met['p50'])}, p99 {_yes_no(met['p99'])}",
+        _wal_cell(row),
     ]
 
 
 def summary_table(results: dict[str, dict[str, Any] | None]) -> list[str]:
     lines = [
-        "| row | what is measured | pgqueue | baseline | ratio, median (min–max) | goal | met |",
-        "|---|---|---|---|---|---|---|",
+        "| row | what is measured | pgqueue | baseline | ratio, median (min–max) | goal | met "
+        "| WAL flushes per ack: pgqueue vs baseline |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in BENCHMARKS:
         data = results[name]
         if data is None:
             for row_id in EXPECTED_ROWS[name]:
-                lines.append(f"| {_row_label(row_id)} | | not run | | | | |")
+                lines.append(f"| {_row_label(row_id)} | | not run | | | | | |")
             continue
         for row in data["rows"]:
             cells = _latency_row(row) if name == "r3" else _throughput_row(row)
             lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return lines
+
+
+def _spread(summary: dict[str, Any] | None, per: str | None) -> str:
+    if summary is None:
+        return "–"
+    return f"{summary['median']:.2f} ({summary['min']:.2f}–{summary['max']:.2f}) per {per}"
+
+
+def wal_section(results: dict[str, dict[str, Any] | None]) -> list[str]:
+    """The durability check of every result that ran one, and the WAL flushes of every row
+    that recorded them."""
+    checks = [
+        "| result | check | value, median (min–max) | goal | met |",
+        "|---|---|---|---|---|",
+    ]
+    flushes = [
+        "| row | pgqueue: WAL flushes per acknowledged publish, median (min–max) "
+        "| baseline: per commit (or per publish when it is pgqueue too) |",
+        "|---|---|---|",
+    ]
+    unchecked = []
+    for name in BENCHMARKS:
+        data = results[name]
+        if data is None:
+            continue
+        # R3 keeps its check in the pgqueue row (the other systems are not PostgreSQL).
+        check = data.get("durability_check") or next(
+            (row["durability_check"] for row in data["rows"] if "durability_check" in row), None
+        )
+        if check is not None:
+            value = _ratio(check["value"]) if "value" in check else "–"
+            met = _yes_no(bool(check["met"])) if check["met"] else f"**NO**: {check['reason']}"
+            cells = (name, check["name"], value, check["goal"], met)
+            checks.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        elif any(row["id"] in PUBLISHING_ROWS for row in data["rows"]):
+            unchecked.append(name)
+        for row in data["rows"]:
+            wal = row.get("wal")
+            if wal is None:
+                continue
+            sides = (
+                _row_label(row["id"]),
+                _spread(wal.get("pgqueue"), wal.get("pgqueue_per")),
+                _spread(wal.get("baseline"), wal.get("baseline_per")),
+            )
+            flushes.append("| " + " | ".join(_cell(cell) for cell in sides) + " |")
+    out = [
+        "## Durability: WAL flushes",
+        "",
+        "Every publishing phase and its baseline record the cluster's WAL writes and flushes "
+        "before and after (`pg_stat_wal.wal_write` / `wal_sync`; `pg_stat_io` rows of object "
+        "`wal` from PostgreSQL 18), read once the phase's sessions have exited or been idle "
+        "long enough to have reported. Under concurrency one flush legitimately covers many "
+        "publishes (group commit, publish batching), so flushes per publish below 1 prove "
+        "nothing there; a single connection publishing sequentially cannot share flushes, so "
+        "each run also has a durability check: such a publisher must show at least "
+        f"{common.CHECK_MIN_FLUSHES_PER_PUBLISH:g} flushes per publish in every repetition, "
+        "or every publishing row of the run is marked not durable and is not a result.",
+        "",
+        f"Caveat: {common.WAL_CAVEAT}",
+        "",
+    ]
+    if len(checks) > 2:
+        out += [*checks, ""]
+    if unchecked:
+        out += [
+            "No durability check in: "
+            + ", ".join(unchecked)
+            + " (results recorded before WAL accounting): their publishing rows are not a "
+            "result.",
+            "",
+        ]
+    if len(flushes) > 2:
+        out += [*flushes, ""]
+    return out
 
 
 def latency_table(data: dict[str, Any]) -> list[str]:
@@ -468,8 +582,12 @@ def render(
         "median and min–max of those ratios; a goal is met when the median ratio reaches it. "
         "R3 figures are medians of the repetitions' percentiles. A row with further goals (R4, "
         "R7) lists each check after the ratio; R7 is one run of 10 minutes, its ratios are "
-        "the last minute against the first.",
+        "the last minute against the first. The last column is the median of WAL flushes per "
+        "acknowledged publish call (R1b, R1c-batch: one call of 100 messages) beside the "
+        "baseline's per commit (pgbench) or per publish (when the baseline is pgqueue too); "
+        "see the next section.",
         "",
+        *wal_section(results),
     ]
     r3 = results["r3"]
     if r3 is not None:
