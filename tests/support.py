@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -46,3 +47,44 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {seconds} s")
         await asyncio.sleep(every)
+
+
+class ClaimWatch:
+    """Counts Queue.claim calls (in any thread) and signals an *idle* claim: one that came back
+    empty and began with the listener already connected. Such a claim was made after the
+    listener's wake-up at connect, so once it has returned, only a notification (or the poll
+    interval) can make that consumer claim again: a test that publishes after it proves that
+    NOTIFY, not a poll or a leftover wake-up, delivered the message."""
+
+    def __init__(self) -> None:
+        self.claims = 0
+        self.idle_claims = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+
+    def install(self, monkeypatch: Any, target: Any = None) -> ClaimWatch:
+        """Wraps target.claim (a Queue, or by default the Queue class: every queue)."""
+        import pgqueue
+
+        owner = pgqueue.Queue if target is None else target
+        original = owner.claim
+        bound = target is not None
+
+        async def claim(*args: Any, **kwargs: Any) -> Any:
+            queue = target if bound else args[0]
+            listening = queue.listener.connected
+            messages = await original(*args, **kwargs)
+            with self._lock:
+                self.claims += 1
+                if not messages and listening:
+                    self.idle_claims += 1
+                    self._idle.set()
+            return messages
+
+        monkeypatch.setattr(owner, "claim", claim)
+        return self
+
+    async def until_idle(self, seconds: float = 10.0) -> None:
+        """Returns once some consumer has made an idle claim (see the class)."""
+        if not await asyncio.to_thread(self._idle.wait, seconds):
+            raise AssertionError(f"no idle claim within {seconds} s")

@@ -13,8 +13,9 @@ import httpx
 import pytest
 import websockets
 
+import pgqueue
 from tests.services.conftest import RunningServer
-from tests.support import within
+from tests.support import ClaimWatch, drain, within
 
 
 async def frame(ws: Any, seconds: float = 10) -> dict[str, Any]:
@@ -253,3 +254,45 @@ async def _eventually(check: Any, seconds: float = 10) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met in {seconds} s")
         await asyncio.sleep(0.02)
+
+
+async def test_an_idle_socket_costs_nothing_and_is_woken_by_a_publish(
+    server: RunningServer,
+    http: httpx.AsyncClient,
+    orders: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server polls every 30 s: an idle connection claims once, once more after the
+    listener's wake-up at connect, and then only when a notification wakes it."""
+    watch = ClaimWatch().install(monkeypatch)
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        await watch.until_idle()
+        await asyncio.sleep(2)  # the clock is the point: idle for 2 s
+        assert watch.claims <= 2, watch.claims
+        await http.post("/topics/orders/messages", json={"payload": "wake up"})
+        [message] = await messages(ws, 1)
+        assert message["payload"] == "wake up"
+
+
+async def test_an_idle_socket_is_woken_by_a_reset(
+    server: RunningServer,
+    http: httpx.AsyncClient,
+    orders: None,
+    queue: pgqueue.Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", ["a", "b"])
+    assert await drain(queue, "orders", "billing") == ["a", "b"]
+    watch = ClaimWatch().install(monkeypatch)
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing"
+    async with websockets.connect(url) as ws:
+        assert (await frame(ws))["position"] == 2
+        await watch.until_idle()
+        response = await http.post("/topics/orders/subscribers/billing/reset", json={"to": 1})
+        assert response.status_code == 200, response.text
+        reset = await frame(ws)
+        assert (reset["type"], reset["position"]) == ("reset", 0), reset
+        assert [m["payload"] for m in await messages(ws, 2)] == ["a", "b"]
