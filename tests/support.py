@@ -23,15 +23,32 @@ async def within(awaitable: Awaitable[T], seconds: float = 10.0) -> T:
     return await asyncio.wait_for(awaitable, seconds)
 
 
-async def drain(queue: Any, topic: str, subscriber: str, *, batch: int = 100) -> list[Any]:
-    """Claims and acks until nothing is left; returns the payloads in delivery order."""
+async def drain(
+    queue: Any, topic: str, subscriber: str, *, batch: int = 100, empty_claims: int = 20
+) -> list[Any]:
+    """Claims and acks until nothing is left; returns the payloads in delivery order.
+
+    An empty claim alone does not mean that: another assignment round may be stamping
+    offsets on committed publishes, or a competing claim holds the rows a moment. Done is
+    lag 0 with no committed publish waiting for its offset. What can stay is what is not due
+    (a delayed message, a retry waiting for its backoff, a lease held elsewhere): after
+    `empty_claims` empty claims in a row, drain returns with it left in place.
+    """
     payloads: list[Any] = []
+    empty = 0
     while True:
         messages = await within(queue.claim(topic, subscriber, batch))
-        if not messages:
+        if messages:
+            empty = 0
+            await within(queue.ack(topic, subscriber, messages, strict=True))
+            payloads.extend(m.payload for m in messages)
+            continue
+        [stats] = await within(queue.subscriber_stats(topic, subscriber))
+        [log_stats] = await within(queue.topic_stats(topic))
+        empty += 1
+        if (stats.lag == 0 and log_stats.pending == 0) or empty >= empty_claims:
             return payloads
-        await within(queue.ack(topic, subscriber, messages, strict=True))
-        payloads.extend(m.payload for m in messages)
+        await asyncio.sleep(0.01)  # a retry loop's pause, not a clock: the bound is the count
 
 
 async def eventually(
