@@ -43,7 +43,8 @@ async def consume(
                     await _wait(wake, await queue.idle_wait(topic, subscriber, poll_interval))
                     continue
             except DatabaseUnavailable as error:
-                log.warning("database unavailable; retrying", extra={"error": str(error)})
+                # The Queue logs the outage once; this loop only retries.
+                log.debug("claim failed, retrying: %s", error)
                 await _wait(wake, min(poll_interval, 0.5))
                 continue
             for message in messages:
@@ -115,15 +116,20 @@ async def _handle(message: Message, handler: Callable[[Message], Awaitable[Any]]
         await handler(message)
     except Exception as error:
         log.info(
-            "handler failed; nacking",
+            "handler failed on %s/%s offset %d (attempt %d), nacking: %r",
+            message.topic,
+            message.subscriber,
+            message.offset,
+            message.attempt,
+            error,
             extra={"topic": message.topic, "offset": message.offset, "attempt": message.attempt},
         )
         try:
             await message.nack(error=f"{type(error).__name__}: {error}"[:2000])
         except LeaseLost:
-            log.warning("lease lost before nack", extra={"offset": message.offset})
+            log.warning("lease of offset %d lost before its nack", message.offset)
         return
     try:
         await message.ack()
     except LeaseLost:
-        log.warning("lease lost before ack", extra={"offset": message.offset})
+        log.warning("lease of offset %d lost before its ack", message.offset)

@@ -86,7 +86,7 @@ class Session:
                 if isinstance(error, SlowClient):
                     too_slow = True
                 elif error is not None and not isinstance(error, WebSocketDisconnect):
-                    log.error("websocket session failed", exc_info=error)
+                    log.error("websocket session failed: %r", error, exc_info=error)
                     await self._close(1011, "internal error")
         finally:
             unregister()
@@ -326,7 +326,9 @@ class Session:
                     self.topic, self.subscriber, offsets, [self.inflight[o][0] for o in offsets]
                 )
         except pgqueue.PgQueueError as error:
-            log.warning("could not give back claims", extra={"error": str(error)})
+            log.warning(
+                "could not give back the claims of %s/%s: %s", self.topic, self.subscriber, error
+            )
         self.inflight.clear()
 
 

@@ -173,3 +173,30 @@ async def test_an_idle_consumer_is_woken_by_a_reset(
         assert [m.payload for m in again] == ["a", "b"]
     finally:
         await _stop(consumer)
+
+
+async def _application_names(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT application_name FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY 1"
+    )
+    return [r["application_name"] for r in rows]
+
+
+async def test_connections_carry_application_names(
+    database_dsn: str, conn: asyncpg.Connection
+) -> None:
+    """An operator tells pgqueue's connections apart in pg_stat_activity; a name the user's
+    DSN gives the pool wins, the listener keeps its own."""
+
+    async def names_are(expected: list[str]) -> bool:
+        # A closed connection's backend leaves pg_stat_activity a moment after the close.
+        return await _application_names(conn) == expected
+
+    async with pgqueue.connect(database_dsn) as queue:
+        await within(queue.listener.listen())
+        await eventually(lambda: names_are(["pgqueue-listener", "pgqueue-pool"]))
+    mine = database_dsn + ("&" if "?" in database_dsn else "?") + "application_name=mine"
+    async with pgqueue.connect(mine) as queue:
+        await within(queue.listener.listen())
+        await eventually(lambda: names_are(["mine", "pgqueue-listener"]))
