@@ -34,6 +34,7 @@ from service_subscribe.frames import (
     ResetFrame,
     Seek,
 )
+from service_subscribe.holdings import Holdings
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Session:
     prefetch: int
     lease: timedelta
     may_publish: bool
-    inflight: dict[int, tuple[int, int]] = field(default_factory=dict)  # offset -> token, epoch
+    holdings: Holdings = field(init=False)
     epoch: int = 0  # the subscriber's reset epoch as this connection knows it
     # auto-ack: sent, to be acked by the next claim
     sent_unacked: list[pgqueue.Message] = field(default_factory=list)
@@ -70,6 +71,9 @@ class Session:
     poke: asyncio.Event | None = None
     # The client frame being carried out; it finishes even when the connection ends meanwhile.
     handling: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.holdings = Holdings(self.prefetch, self.lease.total_seconds())
 
     async def run(self) -> None:
         unregister = self.queue.on_reset(self._on_reset)
@@ -134,10 +138,12 @@ class Session:
 
     async def _deliver_once(self, wake: asyncio.Event) -> None:
         await self._flush_resets()
-        room = self.prefetch - len(self.inflight) + len(self.sent_unacked)
+        room = self.holdings.room(settling=len(self.sent_unacked))
         if room <= 0:
+            # Room opens with an ack, a nack or a reset, or when a held lease runs out.
             self.room.clear()
-            await self.room.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.room.wait(), self.holdings.until_a_lease_expires())
             return
         wake.clear()
         # In auto-ack mode the batch sent last time is acked by this claim, in one commit.
@@ -149,8 +155,7 @@ class Session:
         except BaseException:
             self.sent_unacked = acking + self.sent_unacked
             raise
-        for message in acking:
-            self.inflight.pop(message.offset, None)
+        self.holdings.drop([m.offset for m in acking])
         if not messages:
             idle = await self.queue.idle_wait(
                 self.topic, self.subscriber, self.settings.poll_interval
@@ -165,11 +170,11 @@ class Session:
         await self._flush_resets()
         current = [m for m in messages if m.epoch >= self.epoch]  # older: cleared by a reset
         # Ours from the claim on: given back if the connection ends before an ack.
-        for message in current:
-            self.inflight[message.offset] = (message.lease_token, message.epoch)
+        self.holdings.claimed(current)
         for message in current:
             if message.epoch < max(self.epoch, self.queue.reset_epoch(self.topic, self.subscriber)):
                 break  # a reset arrived while we were sending
+            self.holdings.sent(message.offset)
             await self.send(_message_frame(message))
             if self.auto_ack:
                 self.sent_unacked.append(message)
@@ -204,7 +209,7 @@ class Session:
     def _enter_epoch(self, epoch: int, position: int | None) -> None:
         """After a reset: forget the leases it cleared, and announce the new position."""
         self.epoch = epoch
-        self.inflight = {o: v for o, v in self.inflight.items() if v[1] >= epoch}
+        self.holdings.reset_to(epoch)
         self.sent_unacked = [m for m in self.sent_unacked if m.epoch >= epoch]
         self.resets.append(
             ResetFrame(topic=self.topic, subscriber=self.subscriber, position=position)
@@ -257,33 +262,45 @@ class Session:
             await self._publish(frame)
 
     async def _ack(self, offsets: list[int]) -> None:
-        unknown = [o for o in offsets if o not in self.inflight]
-        known = [o for o in offsets if o in self.inflight]
+        known, tokens, unknown = self.holdings.tokens(offsets)
         if known:
-            tokens = [self.inflight[o][0] for o in known]
-            done = await self.queue.ack(self.topic, self.subscriber, known, tokens)
-            for offset in known:
-                self.inflight.pop(offset, None)
-            self.room.set()
-            lost = sorted(set(known) - set(done))
-            if lost:
-                await self._error("lease_lost", {"offsets": lost})
+            try:
+                done = await self.queue.ack(self.topic, self.subscriber, known, tokens)
+            except pgqueue.PgQueueError as error:
+                # Still held, so the client can send the ack again; they stop counting
+                # against prefetch when their leases run out.
+                await self._error(error.code, {"offsets": known, "message": str(error)})
+            else:
+                self.holdings.drop(known)
+                self.room.set()
+                lost = sorted(set(known) - set(done))
+                if lost:
+                    await self._error("lease_lost", {"offsets": lost})
         if unknown:
             await self._error("unknown_offset", {"offsets": unknown})
 
     async def _nack(self, frame: Nack) -> None:
-        held = self.inflight.pop(frame.offset, None)
+        held = self.holdings.pop(frame.offset)
         if held is None:
             await self._error("unknown_offset", {"offsets": [frame.offset]})
             return
-        self.room.set()
         delay = timedelta(milliseconds=frame.delay_ms) if frame.delay_ms is not None else None
         try:
             await self.queue.nack_offset(
-                self.topic, self.subscriber, frame.offset, held[0], delay=delay, error=frame.error
+                self.topic,
+                self.subscriber,
+                frame.offset,
+                held.token,
+                delay=delay,
+                error=frame.error,
             )
         except pgqueue.LeaseLost:
             await self._error("lease_lost", {"offsets": [frame.offset]})
+        except pgqueue.PgQueueError as error:
+            self.holdings.restore(frame.offset, held)  # the client may send the nack again
+            await self._error(error.code, {"offsets": [frame.offset], "message": str(error)})
+            return
+        self.room.set()
         if self.poke is not None:
             self.poke.set()
 
@@ -316,20 +333,20 @@ class Session:
             if self.sent_unacked and not self.ephemeral:
                 sent, self.sent_unacked = self.sent_unacked, []
                 await self.queue.ack(self.topic, self.subscriber, sent)
-                for message in sent:
-                    self.inflight.pop(message.offset, None)
+                self.holdings.drop([m.offset for m in sent])
             if self.ephemeral:
                 await self.queue.unsubscribe(self.topic, self.subscriber)
-            elif self.inflight:
-                offsets = list(self.inflight)
+            elif self.holdings:
+                offsets, tokens = self.holdings.take(sent=True)
+                offsets_unsent, tokens_unsent = self.holdings.take(sent=False)
                 await self.queue.release(
-                    self.topic, self.subscriber, offsets, [self.inflight[o][0] for o in offsets]
+                    self.topic, self.subscriber, offsets + offsets_unsent, tokens + tokens_unsent
                 )
         except pgqueue.PgQueueError as error:
             log.warning(
                 "could not give back the claims of %s/%s: %s", self.topic, self.subscriber, error
             )
-        self.inflight.clear()
+        self.holdings = Holdings(self.prefetch, self.lease.total_seconds())
 
 
 def _message_frame(message: pgqueue.Message) -> MessageFrame:

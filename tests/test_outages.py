@@ -8,12 +8,15 @@ in the message, not once per call or request.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
+from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 import pgqueue
 from pgqueue.settings import Settings
@@ -145,3 +148,143 @@ async def test_an_outage_is_logged_once_not_per_request(
     assert _messages(caplog, "database available again after")
     assert not _messages(caplog, "request failed")
     assert not [r for r in caplog.records if r.exc_info], "no tracebacks for an outage"
+
+
+# -- WebSocket connections through an outage (finding 15) ---------------------------------------
+
+
+def _ws_settings(dsn: str) -> Settings:
+    return Settings(
+        database_url=dsn,
+        poll_interval=30.0,  # what reaches a connection after the restart was woken, not polled
+        listener_reconnect_delay=0.2,
+        ws_send_timeout=5.0,
+        retention_interval=0,
+    )
+
+
+async def _frame(ws: Any, seconds: float = 30) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(await within(ws.recv(), seconds))
+    return data
+
+
+async def _publish(http: httpx.AsyncClient, payload: Any) -> int:
+    """Publishes, retrying the 503s of a database still coming back."""
+
+    async def published() -> int | None:
+        response = await http.post("/topics/orders/messages", json={"payload": payload})
+        if response.status_code == 503:
+            return None
+        assert response.status_code == 201, response.text
+        offset: int = response.json()["offset"]
+        return offset
+
+    return await eventually(published, seconds=60, every=0.1)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stop", ["fast", "immediate"])
+async def test_a_websocket_keeps_delivering_after_postgres_restarts(
+    private_postgres: PrivatePostgres, private_dsn: str, stop: str
+) -> None:
+    """Stopped ("fast"), or crashed ("immediate": every process quits at once) and started
+    again: the same connection gets what is published afterwards. An ack sent while the
+    database is away gets an error frame naming its offsets, and can be sent again."""
+    with serving(_ws_settings(private_dsn)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.post("/topics", json={"name": "orders"})).status_code == 201
+            url = f"{server.ws_url}/ws/topics/orders?subscriber=s&start=earliest&prefetch=2"
+            async with websockets.connect(url) as ws:
+                assert (await _frame(ws))["type"] == "welcome"
+                await _publish(http, "a")
+                await _publish(http, "b")
+                assert {(await _frame(ws))["offset"] for _ in range(2)} == {1, 2}
+
+                await asyncio.to_thread(private_postgres.stop, stop)
+                await ws.send(json.dumps({"type": "ack", "offsets": [1, 2]}))
+                error = await _frame(ws)
+                assert (error["type"], error["code"]) == ("error", "database_unavailable"), error
+                assert error["detail"]["offsets"] == [1, 2] and error["detail"]["message"]
+                await asyncio.to_thread(private_postgres.start)
+
+                # prefetch is full until the ack goes through: send it again while the
+                # server reconnects, as a client does after such an error frame.
+                await ws.send(json.dumps({"type": "ack", "offsets": [1, 2]}))
+                assert await _publish(http, "c") == 3
+                while True:
+                    frame = await _frame(ws)
+                    if frame["type"] == "message":
+                        break
+                    assert frame["code"] == "database_unavailable", frame
+                    await ws.send(
+                        json.dumps({"type": "ack", "offsets": frame["detail"]["offsets"]})
+                    )
+                assert (frame["offset"], frame["payload"], frame["attempt"]) == (3, "c", 1)
+
+
+@pytest.mark.timeout(120)
+async def test_a_failed_ack_does_not_hold_prefetch_room_forever(
+    private_postgres: PrivatePostgres, private_dsn: str
+) -> None:
+    """The client never sends its failed ack again: once the lease runs out, the connection
+    has room and delivers again (the unacked message too, as its next attempt)."""
+    with serving(_ws_settings(private_dsn)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.post("/topics", json={"name": "orders"})).status_code == 201
+            url = f"{server.ws_url}/ws/topics/orders?subscriber=s&start=earliest&prefetch=1"
+            async with websockets.connect(url + "&lease=2") as ws:
+                assert (await _frame(ws))["type"] == "welcome"
+                await _publish(http, "a")
+                assert (await _frame(ws))["offset"] == 1
+                await asyncio.to_thread(private_postgres.stop)
+                await ws.send(json.dumps({"type": "ack", "offsets": [1]}))
+                error = await _frame(ws)
+                assert (error["code"], error["detail"]["offsets"]) == ("database_unavailable", [1])
+                await asyncio.to_thread(private_postgres.start)
+                await _publish(http, "b")
+
+                seen: dict[int, int] = {}
+                while 2 not in seen:
+                    frame = await _frame(ws)
+                    if frame["type"] != "message":
+                        continue  # an error frame for something tried during the outage
+                    seen[frame["offset"]] = frame["attempt"]
+                    await ws.send(json.dumps({"type": "ack", "offsets": [frame["offset"]]}))
+                assert seen == {1: 2, 2: 1}
+
+
+async def test_a_websocket_opened_during_an_outage_is_told_to_try_again_later(
+    private_postgres: PrivatePostgres, private_dsn: str
+) -> None:
+    with serving(_ws_settings(private_dsn)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.post("/topics", json={"name": "orders"})).status_code == 201
+        await asyncio.to_thread(private_postgres.stop)
+        for query in ("?subscriber=s", ""):  # a named subscriber, and an ephemeral one
+            async with websockets.connect(f"{server.ws_url}/ws/topics/orders{query}") as ws:
+                error = await _frame(ws)
+                assert (error["type"], error["code"]) == ("error", "database_unavailable")
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await _frame(ws)
+                assert closed.value.rcvd is not None
+                assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                    1013,
+                    "database_unavailable",
+                )
+
+
+async def test_claims_that_cannot_go_back_are_logged_with_the_cause(
+    private_postgres: PrivatePostgres, private_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with serving(_ws_settings(private_dsn)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.post("/topics", json={"name": "orders"})).status_code == 201
+            url = f"{server.ws_url}/ws/topics/orders?subscriber=s&start=earliest"
+            async with websockets.connect(url) as ws:
+                assert (await _frame(ws))["type"] == "welcome"
+                await _publish(http, "a")
+                assert (await _frame(ws))["offset"] == 1
+                await asyncio.to_thread(private_postgres.stop)
+        [line] = await _logged(caplog, "could not give back the claims of orders/s: ")
+        assert "No such file" in line or "connection" in line.lower(), line
