@@ -119,3 +119,8 @@ def translated() -> Iterator[None]:
         if "closed" not in str(error):  # misuse of the driver is a bug, not an outage
             raise
         raise DatabaseUnavailable(str(error)) from error
+    except asyncpg.exceptions.InternalClientError as error:
+        # A pooled connection that the server ended (its FATAL "shutting down" arrived while
+        # the connection sat idle) fails its next query with "cannot switch to state ...;
+        # another operation (2) is in progress" until the socket closes: an outage too.
+        raise DatabaseUnavailable(f"connection ended by the server: {error}") from error
