@@ -7,6 +7,7 @@ server in a temporary directory, with a migrated template database to copy per t
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -59,16 +60,21 @@ TEMPLATE = "pgqueue_template"
 
 
 @pytest.fixture(scope="module")
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres(tmp_path_factory.mktemp("private-pg") / "pgdata")
-    asyncio.run(server.admin(f'CREATE DATABASE "{TEMPLATE}"'))
-    migrate.upgrade(with_database(server.dsn, TEMPLATE))
-    try:
-        yield server
-    finally:
-        # Started again by a test, the server is no longer the one the wheel stops at exit.
-        if server.running:
-            server.stop()
+def private_postgres() -> Iterator[PrivatePostgres]:
+    # Not under pytest's temporary directory: every pytest run that starts (another test
+    # run on the machine) makes /tmp/pytest-of-<user> private to its owner again, and the
+    # wheel runs PostgreSQL as another user, which then loses its data directory.
+    with tempfile.TemporaryDirectory(prefix="pgqueue-private-") as tmp:
+        server = PrivatePostgres(Path(tmp) / "pgdata")
+        try:
+            asyncio.run(server.admin(f'CREATE DATABASE "{TEMPLATE}"'))
+            migrate.upgrade(with_database(server.dsn, TEMPLATE))
+            yield server
+        finally:
+            # Started again by a test, the server is no longer the one the wheel stops at
+            # exit.
+            if server.running:
+                server.stop()
 
 
 @pytest.fixture
