@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import consumer
+from pgqueue import consumer, delivery
 from pgqueue.availability import Outage, keep_trying
 from pgqueue.batcher import Batcher
 from pgqueue.codec import encode, join_array
@@ -309,7 +309,23 @@ class Queue:
             [m.offset for m in ack] if ack else None,
             [m.lease_token for m in ack] if ack else None,
         )
-        return [Message.from_row(subscriber, r, self) for r in rows]
+        messages = []
+        for row in rows:
+            try:
+                messages.append(Message.from_row(subscriber, row, self))
+            except (ValueError, RecursionError) as error:
+                # A payload PostgreSQL stores but Python cannot decode (nested deeper than
+                # its recursion limit): it alone is nacked, not the whole claim failed.
+                await delivery.reject_offset(
+                    self,
+                    topic,
+                    subscriber,
+                    row["offset"],
+                    row["lease_token"],
+                    row["attempt"],
+                    error,
+                )
+        return messages
 
     async def ack(
         self,

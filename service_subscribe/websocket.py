@@ -63,6 +63,7 @@ async def websocket_endpoint(
         prefetch=prefetch,
         lease=timedelta(seconds=lease or settings.default_lease),
         may_publish=websocket_refusal(websocket, "publish") is None,
+        epoch=found.epoch,
     )
     await session.send(
         Welcome(

@@ -288,3 +288,45 @@ async def test_claims_that_cannot_go_back_are_logged_with_the_cause(
                 await asyncio.to_thread(private_postgres.stop)
         [line] = await _logged(caplog, "could not give back the claims of orders/s: ")
         assert len(line) > len("could not give back the claims of orders/s: ") + 5, line
+
+
+@pytest.mark.timeout(120)
+async def test_consume_carries_on_after_postgres_restarts(
+    private_postgres: PrivatePostgres, private_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The library's delivery loop (pgqueue.delivery.Claims) retries its claims with back-off
+    through the outage, and the listener's reconnect wakes it: a message published after the
+    restart arrives although the poll interval is a minute."""
+    caplog.set_level(logging.WARNING)
+    settings = Settings(listener_reconnect_delay=0.2)
+    async with pgqueue.connect(private_dsn, settings=settings) as queue:
+        await queue.create_topic("orders")
+        await queue.subscribe("orders", "billing")
+        received: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def consume() -> None:
+            async for message in queue.consume("orders", "billing", poll_interval=60):
+                await message.ack()
+                await received.put(message.payload)
+
+        consumer = asyncio.create_task(consume())
+        try:
+            await queue.publish("orders", "before")
+            assert await within(received.get()) == "before"
+            await asyncio.to_thread(private_postgres.stop, "immediate")
+            await _logged(caplog, "database unavailable: ")  # the consumer met the outage
+            await asyncio.to_thread(private_postgres.start)
+
+            async def published() -> bool:
+                try:
+                    await queue.publish("orders", "after")
+                except pgqueue.DatabaseUnavailable:
+                    return False
+                return True
+
+            await eventually(published, seconds=60, every=0.1)
+            assert await within(received.get(), 30) == "after"
+            assert not consumer.done()
+        finally:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)

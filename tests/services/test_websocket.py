@@ -306,3 +306,71 @@ async def test_an_idle_socket_is_woken_by_a_reset(
         reset = await frame(ws)
         assert (reset["type"], reset["position"]) == ("reset", 0), reset
         assert [m["payload"] for m in await messages(ws, 2)] == ["a", "b"]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_message_that_cannot_be_framed_costs_only_itself(
+    server: RunningServer, http: httpx.AsyncClient, orders: None, queue: pgqueue.Queue
+) -> None:
+    """A payload stored and decoded fine that pydantic cannot serialise (nested 300 deep):
+    that message alone is nacked (an error frame names it), it reaches the dead letters
+    after exactly max_attempts, and the connection and its neighbours keep flowing."""
+    await queue.subscribe("orders", "billing", start="earliest", max_attempts=3, backoff=0)
+    await queue.publish_many("orders", ["before", _nested(300), "after"])
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&prefetch=10"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        delivered, undeliverable = [], 0
+        while undeliverable < 3 or len(delivered) < 2:
+            f = await frame(ws)
+            if f["type"] == "message":
+                delivered.append(f["payload"])
+                await ws.send(json.dumps({"type": "ack", "offsets": [f["offset"]]}))
+            else:
+                assert (f["code"], f["detail"]["offsets"]) == ("undeliverable", [2]), f
+                undeliverable += 1
+        assert delivered == ["before", "after"]
+        [dead] = await queue.dead_letters("orders", "billing")
+        assert (dead.offset, dead.attempts) == (2, 3)
+        assert "undeliverable" in (dead.last_error or "")
+        await http.post("/topics/orders/messages", json={"payload": "still open"})
+        assert (await messages(ws, 1))[0]["payload"] == "still open"
+
+
+async def test_claims_never_sent_go_back_without_an_attempt(
+    server: RunningServer,
+    orders: None,
+    queue: pgqueue.Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection claims five, sends the first, and the client stalls on the second: on
+    closing, the two sent (or in hand) go back as attempts, the three never sent as if never
+    claimed."""
+    stalled = threading.Event()
+    send_text = WebSocket.send_text
+
+    async def stalling_send_text(self: WebSocket, data: str) -> None:
+        if '"type":"message"' in data and '"offset":2,' in data:
+            stalled.set()
+            await asyncio.Event().wait()  # never taken; the server gives up after 2 s
+        await send_text(self, data)
+
+    monkeypatch.setattr(WebSocket, "send_text", stalling_send_text)
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", ["a", "b", "c", "d", "e"])
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&prefetch=10"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        assert (await messages(ws, 1))[0]["offset"] == 1
+        assert await asyncio.to_thread(stalled.wait, 10)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await frame(ws, 30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    again = await queue.claim("orders", "billing", 10)
+    assert [(m.offset, m.attempt) for m in again] == [(1, 2), (2, 2), (3, 1), (4, 1), (5, 1)]
