@@ -103,8 +103,11 @@ def serve(
     import sys
 
     from pgqueue import migrate as migrations
+    from pgqueue.availability import wait_for_database
+    from pgqueue.web.serve import log_to_stderr
     from pgqueue.web.serve import run as run_server
 
+    log_to_stderr()
     settings = Settings()
     if settings.dsn() is None:
         from pgqueue import embedded
@@ -117,6 +120,11 @@ def serve(
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     dsn = os.environ.get("PGQUEUE_DATABASE_URL") or settings.dsn()
     assert dsn is not None
+    try:
+        # Started beside its database (compose, a reboot): wait for it rather than exit.
+        asyncio.run(wait_for_database(dsn, give_up_after=settings.connect_timeout))
+    except pgqueue.PgQueueError as error:
+        raise fail(str(error)) from None
     try:
         migrations.upgrade(dsn)
     except Exception as error:  # alembic raises many kinds; any of them stops us here

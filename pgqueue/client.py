@@ -10,7 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import consumer
+from pgqueue import consumer, delivery
+from pgqueue.availability import Outage, keep_trying
 from pgqueue.batcher import Batcher
 from pgqueue.codec import encode, join_array
 from pgqueue.errors import (
@@ -18,6 +19,7 @@ from pgqueue.errors import (
     InvalidArgument,
     InvalidFilter,
     LeaseLost,
+    PgQueueError,
     translated,
 )
 from pgqueue.listener import Listener, ResetHandler
@@ -38,6 +40,8 @@ from pgqueue.settings import Settings
 from pgqueue.targets import parse_target
 
 Acked = Message | int
+POOL_NAME = "pgqueue-pool"  # application_name in pg_stat_activity
+LISTENER_NAME = "pgqueue-listener"
 
 
 class Queue:
@@ -56,6 +60,7 @@ class Queue:
         self.settings = settings
         self._owns_pool = owns_pool
         self._reset_epochs: dict[tuple[str, str], int] = {}
+        self.outage = Outage()
         listener.on_reset(self._note_reset, listen=False)
         self._batcher = Batcher(self._send_batch)
 
@@ -75,18 +80,23 @@ class Queue:
             # Also with a pool of the caller's: LISTEN needs a connection of its own.
             raise InvalidArgument("no database: pass a DSN or set PGQUEUE_DATABASE_URL")
         owns_pool = pool is None
-        with translated():
-            if pool is None:
-                pool = await asyncpg.create_pool(
+        if pool is None:
+            pool = await keep_trying(
+                lambda: asyncpg.create_pool(
                     dsn,
                     min_size=settings.pool_min_size,
                     max_size=settings.pool_max_size,
                     reset=_keep_session,
-                )
-            # Listens from the first consumer on (see pgqueue.listener).
-            listener = Listener(
-                lambda: asyncpg.connect(dsn), reconnect_delay=settings.listener_reconnect_delay
+                    server_settings=_named(dsn, POOL_NAME),
+                ),
+                give_up_after=settings.connect_timeout,
             )
+        # Listens from the first consumer on (see pgqueue.listener). Always named: an operator
+        # looking at pg_stat_activity tells the LISTEN connection from the pool's.
+        listener = Listener(
+            lambda: asyncpg.connect(dsn, server_settings={"application_name": LISTENER_NAME}),
+            reconnect_delay=settings.listener_reconnect_delay,
+        )
         return cls(pool, listener, settings, owns_pool=owns_pool)
 
     async def close(self) -> None:
@@ -301,7 +311,23 @@ class Queue:
             [m.offset for m in ack] if ack else None,
             [m.lease_token for m in ack] if ack else None,
         )
-        return [Message.from_row(subscriber, r, self) for r in rows]
+        messages = []
+        for row in rows:
+            try:
+                messages.append(Message.from_row(subscriber, row, self))
+            except (ValueError, RecursionError) as error:
+                # A payload PostgreSQL stores but Python cannot decode (nested deeper than
+                # its recursion limit): it alone is nacked, not the whole claim failed.
+                await delivery.reject_offset(
+                    self,
+                    topic,
+                    subscriber,
+                    row["offset"],
+                    row["lease_token"],
+                    row["attempt"],
+                    error,
+                )
+        return messages
 
     async def ack(
         self,
@@ -542,18 +568,37 @@ class Queue:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        with translated():
-            rows: list[asyncpg.Record] = await self.pool.fetch(QUERIES[query], *args)
+        rows: list[asyncpg.Record] = await self._call(self.pool.fetch, query, args)
         return rows
 
     async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record:
-        with translated():
-            row: asyncpg.Record = await self.pool.fetchrow(QUERIES[query], *args)
+        row: asyncpg.Record = await self._call(self.pool.fetchrow, query, args)
         return row
 
     async def _fetchval(self, query: str, *args: Any) -> Any:
-        with translated():
-            return await self.pool.fetchval(QUERIES[query], *args)
+        return await self._call(self.pool.fetchval, query, args)
+
+    async def _call(
+        self, method: Callable[..., Awaitable[Any]], query: str, args: tuple[Any, ...]
+    ) -> Any:
+        try:
+            with translated():
+                result = await method(QUERIES[query], *args)
+        except DatabaseUnavailable as error:
+            self.outage.failed(error)  # logged once per outage, not once per call
+            raise
+        except PgQueueError:
+            self.outage.answered()  # a refusal is an answer: the database is there
+            raise
+        if self.outage.down:
+            self.outage.answered()
+        return result
+
+
+def _named(dsn: str, name: str) -> dict[str, str] | None:
+    """The pool's application_name, unless the DSN sets its own (which asyncpg would
+    otherwise override: its server_settings argument wins over the DSN's)."""
+    return None if "application_name" in dsn else {"application_name": name}
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from pgqueue.errors import DatabaseUnavailable, LeaseLost
+from pgqueue.delivery import Claims
+from pgqueue.errors import LeaseLost
 
 if TYPE_CHECKING:
     from pgqueue.client import Queue
@@ -29,32 +30,25 @@ async def consume(
 ) -> AsyncIterator[Message]:
     """Claims batches and yields their messages in offset order, forever.
 
-    Between empty claims it waits for a NOTIFY on the topic or poll_interval, whichever comes
-    first. When the subscriber is reset, messages claimed before the reset (an older epoch) and
-    not yet yielded are dropped, since the reset cleared their leases, and claiming resumes
-    from the new position.
+    The claiming, waiting, resets and outages are pgqueue.delivery.Claims'. When the
+    subscriber is reset, messages claimed before the reset and not yet yielded are dropped,
+    since the reset cleared their leases. When the caller stops (break, aclose, cancel), the
+    rest of the batch goes back at once, with no delivery attempt counted.
     """
-    with queue.listener.waiter(topic) as wake:
-        while True:
-            wake.clear()  # before the claim: a NOTIFY arriving during it is not lost
-            try:
-                messages = await queue.claim(topic, subscriber, batch, lease=lease)
-                if not messages:
-                    await _wait(wake, await queue.idle_wait(topic, subscriber, poll_interval))
-                    continue
-            except DatabaseUnavailable as error:
-                log.warning("database unavailable; retrying", extra={"error": str(error)})
-                await _wait(wake, min(poll_interval, 0.5))
-                continue
-            for message in messages:
-                if message.epoch < queue.reset_epoch(topic, subscriber):
-                    break  # claimed before a reset, which cleared its lease
-                yield message
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+    with Claims(queue, topic, subscriber, lease=lease, poll_interval=poll_interval) as claims:
+        waiting: deque[Message] = deque()
+        try:
+            while True:
+                waiting.extend(await claims.next_batch(batch))
+                while waiting:
+                    message = waiting.popleft()
+                    if not claims.is_current(message):
+                        waiting.clear()  # claimed before a reset, which cleared its lease
+                        break
+                    yield message
+        finally:
+            if waiting:
+                await claims.give_back(list(waiting))
 
 
 async def work(
@@ -115,15 +109,20 @@ async def _handle(message: Message, handler: Callable[[Message], Awaitable[Any]]
         await handler(message)
     except Exception as error:
         log.info(
-            "handler failed; nacking",
+            "handler failed on %s/%s offset %d (attempt %d), nacking: %r",
+            message.topic,
+            message.subscriber,
+            message.offset,
+            message.attempt,
+            error,
             extra={"topic": message.topic, "offset": message.offset, "attempt": message.attempt},
         )
         try:
             await message.nack(error=f"{type(error).__name__}: {error}"[:2000])
         except LeaseLost:
-            log.warning("lease lost before nack", extra={"offset": message.offset})
+            log.warning("lease of offset %d lost before its nack", message.offset)
         return
     try:
         await message.ack()
     except LeaseLost:
-        log.warning("lease lost before ack", extra={"offset": message.offset})
+        log.warning("lease of offset %d lost before its ack", message.offset)

@@ -120,6 +120,7 @@ def translated() -> Iterator[None]:
             raise
         raise DatabaseUnavailable(str(error)) from error
     except asyncpg.exceptions.InternalClientError as error:
-        # "cannot switch to state N; another operation is in progress": a connection that a
-        # crash cut off in the middle of a query (the pool drops it when it comes back).
-        raise DatabaseUnavailable(str(error)) from error
+        # A pooled connection that the server ended (its FATAL "shutting down" arrived while
+        # the connection sat idle) fails its next query with "cannot switch to state ...;
+        # another operation (2) is in progress" until the socket closes: an outage too.
+        raise DatabaseUnavailable(f"connection ended by the server: {error}") from error

@@ -178,13 +178,13 @@ class Listener:
         try:
             event = json.loads(payload)
         except ValueError:
-            log.warning("ignoring malformed reset notification", extra={"payload": payload})
+            log.warning("ignoring a malformed reset notification: %.200r", payload)
             return
         for handler in list(self._reset_handlers):
             try:
                 handler(event)
-            except Exception:
-                log.exception("reset handler failed")
+            except Exception as error:
+                log.exception("reset handler failed: %s", error)
         self._wake(event.get("topic", ""))
 
     def _wake(self, topic: str) -> None:

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=10, ge=1)
     default_lease: float = Field(default=30.0, gt=0, description="Seconds a claim is leased.")
     listener_reconnect_delay: float = Field(default=0.5, gt=0)
+    connect_timeout: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds connect() and `pgqueue serve` keep retrying, with back-off, while "
+        "PostgreSQL is unreachable at start (0: give up at the first failure).",
+    )
     retention_interval: float = Field(
         default=60.0,
         ge=0,

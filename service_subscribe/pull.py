@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from pgqueue.delivery import reject
 from pgqueue.publish import seconds
 from pgqueue.web.auth import require
 from pgqueue.web.state import QueueDep
@@ -63,26 +64,31 @@ class NackOut(BaseModel):
     state: str
 
 
-@router.post("/claim")
-async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep) -> ClaimOut:
+@router.post("/claim", response_model=ClaimOut)
+async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep) -> Response:
     s = await queue.subscriber_by_id(subscriber_id)
     lease = seconds(body.lease_ms / 1000) if body.lease_ms else None
     messages = await queue.claim(s.topic, s.name, body.max_messages, lease=lease)
-    return ClaimOut(
-        messages=[
-            ClaimedOut(
-                topic=m.topic,
-                offset=m.offset,
-                lease_token=m.lease_token,
-                attempt=m.attempt,
-                key=m.key,
-                headers=m.headers,
-                payload=m.payload,
-                published_at=m.published_at,
+    # Encoded one by one: the leases are committed, so a message that cannot be encoded
+    # must cost only itself (nacked, retried, dead-lettered alone), not a 500 for the batch.
+    encoded = []
+    for m in messages:
+        try:
+            encoded.append(
+                ClaimedOut(
+                    topic=m.topic,
+                    offset=m.offset,
+                    lease_token=m.lease_token,
+                    attempt=m.attempt,
+                    key=m.key,
+                    headers=m.headers,
+                    payload=m.payload,
+                    published_at=m.published_at,
+                ).model_dump_json()
             )
-            for m in messages
-        ]
-    )
+        except Exception as error:
+            await reject(queue, m, error)
+    return Response('{"messages":[' + ",".join(encoded) + "]}", media_type="application/json")
 
 
 @router.post("/ack")

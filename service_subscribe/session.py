@@ -1,11 +1,13 @@
 """One WebSocket connection working for a subscriber.
 
-Each connection has its own tasks and at most `prefetch` unacked messages; the only things
-it shares with other connections are the pool and the process's listener. A client that does
-not take a frame within ws_send_timeout is closed and its claims go back to the group at once,
-so it never holds up anyone else. A reset (from anywhere) reaches the connection through the
-listener: messages claimed before it are dropped, a `reset` frame goes out, and delivery goes
-on from the new position.
+Claiming, waking up, resets and database outages are pgqueue.delivery.Claims' (the loop
+consume() uses too); the session frames what Claims hands it, keeps at most `prefetch` unacked
+messages, and carries out the client's acks, nacks, seeks and publishes. The only things it
+shares with other connections are the pool and the process's listener. A client that does not
+take a frame within ws_send_timeout is closed and its claims go back to the group at once, so
+it never holds up anyone else. A reset (from anywhere) drops what was claimed before it, sends
+a `reset` frame, and delivery goes on from the new position. A message that cannot be framed
+costs only itself: it is nacked with the error and an `error` frame names it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 import pgqueue
+from pgqueue.delivery import Claims
 from pgqueue.settings import Settings
 from service_subscribe.frames import (
     CLIENT_FRAME,
@@ -34,6 +37,7 @@ from service_subscribe.frames import (
     ResetFrame,
     Seek,
 )
+from service_subscribe.holdings import Holdings
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +62,36 @@ class Session:
     prefetch: int
     lease: timedelta
     may_publish: bool
-    inflight: dict[int, tuple[int, int]] = field(default_factory=dict)  # offset -> token, epoch
-    epoch: int = 0  # the subscriber's reset epoch as this connection knows it
+    epoch: int = 0  # the subscriber's reset epoch when the connection opened
+    holdings: Holdings = field(init=False)
+    claims: Claims = field(init=False)
     # auto-ack: sent, to be acked by the next claim
     sent_unacked: list[pgqueue.Message] = field(default_factory=list)
     room: asyncio.Event = field(default_factory=asyncio.Event)
     resets: list[ResetFrame] = field(default_factory=list)
     reset_heard: asyncio.Event = field(default_factory=asyncio.Event)
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Set to make the delivery loop look again now (a nack changed when work falls due).
-    poke: asyncio.Event | None = None
     # The client frame being carried out; it finishes even when the connection ends meanwhile.
     handling: asyncio.Task[None] | None = None
 
+    def __post_init__(self) -> None:
+        self.holdings = Holdings(self.prefetch, self.lease.total_seconds())
+        self.claims = Claims(
+            self.queue,
+            self.topic,
+            self.subscriber,
+            lease=self.lease,
+            poll_interval=self.settings.poll_interval,
+            epoch=self.epoch,
+            on_reset=self._enter_epoch,
+        )
+
     async def run(self) -> None:
-        unregister = self.queue.on_reset(self._on_reset)
+        with self.claims:
+            await self._run()
+
+    async def _run(self) -> None:
+        unregister = self.queue.on_reset(self._on_topic_event)
         tasks = [
             asyncio.create_task(self._deliver()),
             asyncio.create_task(self._receive()),
@@ -86,7 +105,7 @@ class Session:
                 if isinstance(error, SlowClient):
                     too_slow = True
                 elif error is not None and not isinstance(error, WebSocketDisconnect):
-                    log.error("websocket session failed", exc_info=error)
+                    log.error("websocket session failed: %r", error, exc_info=error)
                     await self._close(1011, "internal error")
         finally:
             unregister()
@@ -113,7 +132,9 @@ class Session:
     # -- outgoing -------------------------------------------------------------------------
 
     async def send(self, frame: Frame) -> None:
-        text = frame.model_dump_json()
+        await self._send_text(frame.model_dump_json())
+
+    async def _send_text(self, text: str) -> None:
         async with self.send_lock:
             try:
                 await asyncio.wait_for(
@@ -123,56 +144,57 @@ class Session:
                 raise SlowClient from error
 
     async def _deliver(self) -> None:
-        with self.queue.listener.waiter(self.topic) as wake:
-            self.poke = wake
-            while True:
-                try:
-                    await self._deliver_once(wake)
-                except pgqueue.DatabaseUnavailable:
-                    # Ride out a restart: the pool reconnects, the listener listens again.
-                    await asyncio.sleep(0.5)
+        while True:
+            await self._flush_resets()
+            room = self.holdings.room(settling=len(self.sent_unacked))
+            if room <= 0:
+                # Room opens with an ack, a nack or a reset, or when a held lease runs out.
+                self.room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.room.wait(), self.holdings.until_a_lease_expires())
+                continue
+            batch = await self._claim(min(room, 100))
+            # A reset heard while the claim ran goes out before the messages claimed after it.
+            await self._flush_resets()
+            # Ours from the claim on: given back if the connection ends before an ack.
+            self.holdings.claimed(batch)
+            for message in batch:
+                if not self.claims.is_current(message):
+                    break  # a reset arrived while we were sending; it cleared the rest
+                await self._send_message(message)
 
-    async def _deliver_once(self, wake: asyncio.Event) -> None:
-        await self._flush_resets()
-        room = self.prefetch - len(self.inflight) + len(self.sent_unacked)
-        if room <= 0:
-            self.room.clear()
-            await self.room.wait()
-            return
-        wake.clear()
+    async def _claim(self, max_messages: int) -> list[pgqueue.Message]:
         # In auto-ack mode the batch sent last time is acked by this claim, in one commit.
         acking, self.sent_unacked = self.sent_unacked, []
+        done = False
+
+        def acked() -> None:
+            nonlocal done
+            done = True
+            self.holdings.drop([m.offset for m in acking])
+
         try:
-            messages = await self.queue.claim(
-                self.topic, self.subscriber, min(room, 100), lease=self.lease, ack=acking
-            )
-        except BaseException:
-            self.sent_unacked = acking + self.sent_unacked
-            raise
-        for message in acking:
-            self.inflight.pop(message.offset, None)
-        if not messages:
-            idle = await self.queue.idle_wait(
-                self.topic, self.subscriber, self.settings.poll_interval
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), idle)
+            return await self.claims.next_batch(max_messages, ack=acking, acked=acked)
+        finally:
+            if not done:
+                self.sent_unacked = acking + self.sent_unacked
+
+    async def _send_message(self, message: pgqueue.Message) -> None:
+        try:
+            text = _message_frame(message).model_dump_json()
+        except Exception as error:  # its payload cannot be framed (nested too deep, say)
+            # Poison isolation: this message alone is nacked, so it is retried and
+            # dead-lettered by itself; the connection and the rest of the batch go on.
+            self.holdings.drop([message.offset])
+            await self.claims.reject(message, error)
+            detail = f"{type(error).__name__}: {error}"[:500]
+            await self._error("undeliverable", {"offsets": [message.offset], "message": detail})
             return
-        newest = max(m.epoch for m in messages)
-        if newest > self.epoch:  # a reset committed before its NOTIFY reached us
-            self._enter_epoch(newest, next(m for m in messages if m.epoch == newest).reset_position)
-        # A reset heard while the claim ran goes out before the messages claimed after it.
-        await self._flush_resets()
-        current = [m for m in messages if m.epoch >= self.epoch]  # older: cleared by a reset
-        # Ours from the claim on: given back if the connection ends before an ack.
-        for message in current:
-            self.inflight[message.offset] = (message.lease_token, message.epoch)
-        for message in current:
-            if message.epoch < max(self.epoch, self.queue.reset_epoch(self.topic, self.subscriber)):
-                break  # a reset arrived while we were sending
-            await self.send(_message_frame(message))
-            if self.auto_ack:
-                self.sent_unacked.append(message)
+        # Marked before the send: a frame in hand when the client stalls may have reached it.
+        self.holdings.sent(message.offset)
+        await self._send_text(text)
+        if self.auto_ack:
+            self.sent_unacked.append(message)
 
     async def _flush_resets(self) -> None:
         # Popped before the (FIFO) send lock is awaited, so frames keep their order whichever
@@ -187,32 +209,22 @@ class Session:
             self.reset_heard.clear()
             await self._flush_resets()
 
-    def _on_reset(self, event: dict[str, Any]) -> None:
-        if event.get("topic") != self.topic:
-            return
-        if event.get("deleted"):
+    def _on_topic_event(self, event: dict[str, Any]) -> None:
+        if event.get("topic") == self.topic and event.get("deleted"):
             asyncio.get_running_loop().create_task(
                 self._close(CLOSE_GONE, f"topic {self.topic} was deleted")
             )
-            return
-        epoch = event.get("epoch")
-        if event.get("subscriber") != self.subscriber or not isinstance(epoch, int):
-            return
-        if epoch > self.epoch:
-            self._enter_epoch(epoch, event.get("position"))
 
     def _enter_epoch(self, epoch: int, position: int | None) -> None:
-        """After a reset: forget the leases it cleared, and announce the new position."""
-        self.epoch = epoch
-        self.inflight = {o: v for o, v in self.inflight.items() if v[1] >= epoch}
+        """After a reset (Claims hears of each once): forget the leases it cleared, and
+        announce the new position."""
+        self.holdings.reset_to(epoch)
         self.sent_unacked = [m for m in self.sent_unacked if m.epoch >= epoch]
         self.resets.append(
             ResetFrame(topic=self.topic, subscriber=self.subscriber, position=position)
         )
         self.reset_heard.set()
         self.room.set()
-        if self.poke is not None:
-            self.poke.set()
 
     # -- incoming -------------------------------------------------------------------------
 
@@ -257,35 +269,46 @@ class Session:
             await self._publish(frame)
 
     async def _ack(self, offsets: list[int]) -> None:
-        unknown = [o for o in offsets if o not in self.inflight]
-        known = [o for o in offsets if o in self.inflight]
+        known, tokens, unknown = self.holdings.tokens(offsets)
         if known:
-            tokens = [self.inflight[o][0] for o in known]
-            done = await self.queue.ack(self.topic, self.subscriber, known, tokens)
-            for offset in known:
-                self.inflight.pop(offset, None)
-            self.room.set()
-            lost = sorted(set(known) - set(done))
-            if lost:
-                await self._error("lease_lost", {"offsets": lost})
+            try:
+                done = await self.queue.ack(self.topic, self.subscriber, known, tokens)
+            except pgqueue.PgQueueError as error:
+                # Still held, so the client can send the ack again; they stop counting
+                # against prefetch when their leases run out.
+                await self._error(error.code, {"offsets": known, "message": str(error)})
+            else:
+                self.holdings.drop(known)
+                self.room.set()
+                lost = sorted(set(known) - set(done))
+                if lost:
+                    await self._error("lease_lost", {"offsets": lost})
         if unknown:
             await self._error("unknown_offset", {"offsets": unknown})
 
     async def _nack(self, frame: Nack) -> None:
-        held = self.inflight.pop(frame.offset, None)
+        held = self.holdings.pop(frame.offset)
         if held is None:
             await self._error("unknown_offset", {"offsets": [frame.offset]})
             return
-        self.room.set()
         delay = timedelta(milliseconds=frame.delay_ms) if frame.delay_ms is not None else None
         try:
             await self.queue.nack_offset(
-                self.topic, self.subscriber, frame.offset, held[0], delay=delay, error=frame.error
+                self.topic,
+                self.subscriber,
+                frame.offset,
+                held.token,
+                delay=delay,
+                error=frame.error,
             )
         except pgqueue.LeaseLost:
             await self._error("lease_lost", {"offsets": [frame.offset]})
-        if self.poke is not None:
-            self.poke.set()
+        except pgqueue.PgQueueError as error:
+            self.holdings.restore(frame.offset, held)  # the client may send the nack again
+            await self._error(error.code, {"offsets": [frame.offset], "message": str(error)})
+            return
+        self.room.set()
+        self.claims.poke()  # its retry may fall due before the delivery loop would look
 
     async def _publish(self, frame: Publish) -> None:
         if not self.may_publish:
@@ -316,18 +339,24 @@ class Session:
             if self.sent_unacked and not self.ephemeral:
                 sent, self.sent_unacked = self.sent_unacked, []
                 await self.queue.ack(self.topic, self.subscriber, sent)
-                for message in sent:
-                    self.inflight.pop(message.offset, None)
+                self.holdings.drop([m.offset for m in sent])
             if self.ephemeral:
                 await self.queue.unsubscribe(self.topic, self.subscriber)
-            elif self.inflight:
-                offsets = list(self.inflight)
-                await self.queue.release(
-                    self.topic, self.subscriber, offsets, [self.inflight[o][0] for o in offsets]
-                )
+            else:
+                # Sent: the client may have started on them, so the attempt counts (a
+                # message that kills its clients still reaches the dead letters).
+                offsets, tokens = self.holdings.take(sent=True)
+                if offsets:
+                    await self.queue.release(self.topic, self.subscriber, offsets, tokens)
+                # Never sent: back to the group as if never claimed.
+                offsets, tokens = self.holdings.take(sent=False)
+                if offsets:
+                    await self.queue.give_back(self.topic, self.subscriber, offsets, tokens)
         except pgqueue.PgQueueError as error:
-            log.warning("could not give back claims", extra={"error": str(error)})
-        self.inflight.clear()
+            log.warning(
+                "could not give back the claims of %s/%s: %s", self.topic, self.subscriber, error
+            )
+        self.holdings = Holdings(self.prefetch, self.lease.total_seconds())
 
 
 def _message_frame(message: pgqueue.Message) -> MessageFrame:

@@ -15,7 +15,8 @@ from service_subscribe.frames import ErrorFrame, Welcome
 from service_subscribe.session import Session
 
 router = APIRouter()
-CLOSE_POLICY = 1008
+CLOSE_POLICY = 1008  # permanent: clients do not retry
+CLOSE_TRY_AGAIN_LATER = 1013  # the database is unavailable (restarting, say): retry
 
 
 @router.websocket("/ws/topics/{topic}")
@@ -62,6 +63,7 @@ async def websocket_endpoint(
         prefetch=prefetch,
         lease=timedelta(seconds=lease or settings.default_lease),
         may_publish=websocket_refusal(websocket, "publish") is None,
+        epoch=found.epoch,
     )
     await session.send(
         Welcome(
@@ -91,4 +93,5 @@ async def _subscriber(
 
 async def _refuse(websocket: WebSocket, code: str, detail: str) -> None:
     await websocket.send_text(ErrorFrame(code=code, detail=detail).model_dump_json())
-    await websocket.close(code=CLOSE_POLICY, reason=code)
+    retry = code == pgqueue.DatabaseUnavailable.code
+    await websocket.close(code=CLOSE_TRY_AGAIN_LATER if retry else CLOSE_POLICY, reason=code)

@@ -21,9 +21,25 @@ import pytest
 
 import pgqueue
 from pgqueue import migrate
+from pgqueue.settings import Settings
 from tests.support import with_database
 
 TEMPLATE = f"pgqueue_template_{os.getpid()}"
+
+
+@pytest.fixture(autouse=True)
+def no_outside_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test sees pgqueue's defaults and what it sets itself: an exported PGQUEUE_*
+    variable (say PGQUEUE_API_TOKENS or PGQUEUE_PUBLISH_BATCHING) or a .env file must not
+    change what the suite tests. Only PGQUEUE_TEST_DSN, which picks the server, stays.
+
+    The working directory moves to the test's own empty directory, so processes a test
+    starts (the CLI, the services) find no .env either."""
+    for name in list(os.environ):
+        if name.startswith("PGQUEUE_") and name != "PGQUEUE_TEST_DSN":
+            monkeypatch.delenv(name)
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
+    monkeypatch.chdir(tmp_path)
 
 
 def _docker_engine_answers() -> bool:

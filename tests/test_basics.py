@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 import pgqueue
-from tests.support import within
+from tests.support import ClaimWatch, within
 
 
 async def test_publish_claim_ack_roundtrip(queue: pgqueue.Queue) -> None:
@@ -74,9 +74,12 @@ async def test_publish_and_commit_refuses_a_transaction_block(
             await conn.execute("CALL pgqueue.publish_and_commit('orders', '1'::jsonb)")
 
 
-async def test_consume_wakes_on_notify(queue: pgqueue.Queue) -> None:
+async def test_consume_wakes_on_notify(
+    queue: pgqueue.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await queue.create_topic("orders")
     await queue.subscribe("orders", "billing")
+    watch = ClaimWatch().install(monkeypatch, queue)
     received = []
 
     async def consumer() -> None:
@@ -87,8 +90,11 @@ async def test_consume_wakes_on_notify(queue: pgqueue.Queue) -> None:
                 return
 
     task = asyncio.ensure_future(consumer())
+    # Published only once the consumer is idle: a consumer started beside the publishes
+    # found them with its first claims, and the test passed with notifications ignored.
+    await watch.until_idle()
     await queue.publish("orders", "a")
     await queue.publish("orders", "b")
-    # poll_interval is 60 s: finishing well within the timeout means NOTIFY woke it.
+    # poll_interval is 60 s: finishing within the timeout means NOTIFY woke it.
     await within(task, 10)
     assert received == ["a", "b"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 import pgqueue
 from pgqueue.listener import Listener
-from tests.support import eventually, within
+from tests.support import ClaimWatch, drain, eventually, within
 
 
 async def _first_payload(queue: pgqueue.Queue, poll_interval: float) -> object:
@@ -107,3 +108,95 @@ async def test_consumers_poll_when_no_notification_arrives(queue: pgqueue.Queue)
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def _consume_into(
+    queue: pgqueue.Queue, received: asyncio.Queue[pgqueue.Message], poll_interval: float
+) -> None:
+    async for message in queue.consume("orders", "billing", poll_interval=poll_interval):
+        await message.ack()
+        await received.put(message)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_idle_consumer_claims_at_most_twice_in_two_seconds(
+    queue: pgqueue.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle costs the database nothing per poll: one claim, one more after the listener's
+    wake-up at connect, then nothing for the 60 s poll interval (the clock is the point)."""
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing")
+    watch = ClaimWatch().install(monkeypatch, queue)
+    consumer = asyncio.create_task(_consume_into(queue, asyncio.Queue(), poll_interval=60))
+    try:
+        await watch.until_idle()
+        await asyncio.sleep(2)
+        assert watch.claims <= 2, watch.claims
+    finally:
+        await _stop(consumer)
+
+
+async def test_an_idle_consumer_is_woken_by_a_publish(
+    queue: pgqueue.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing")
+    watch = ClaimWatch().install(monkeypatch, queue)
+    received: asyncio.Queue[pgqueue.Message] = asyncio.Queue()
+    consumer = asyncio.create_task(_consume_into(queue, received, poll_interval=60))
+    try:
+        await watch.until_idle()  # from here on only a notification wakes it
+        await queue.publish("orders", "wake up")
+        assert (await within(received.get())).payload == "wake up"
+    finally:
+        await _stop(consumer)
+
+
+async def test_an_idle_consumer_is_woken_by_a_reset(
+    queue: pgqueue.Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", ["a", "b"])
+    assert await drain(queue, "orders", "billing") == ["a", "b"]
+    watch = ClaimWatch().install(monkeypatch, queue)
+    received: asyncio.Queue[pgqueue.Message] = asyncio.Queue()
+    consumer = asyncio.create_task(_consume_into(queue, received, poll_interval=60))
+    try:
+        await watch.until_idle()
+        await queue.reset("orders", subscriber="billing", to="earliest")
+        again = [await within(received.get()) for _ in range(2)]
+        assert [m.payload for m in again] == ["a", "b"]
+    finally:
+        await _stop(consumer)
+
+
+async def _application_names(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT application_name FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY 1"
+    )
+    return [r["application_name"] for r in rows]
+
+
+async def test_connections_carry_application_names(
+    database_dsn: str, conn: asyncpg.Connection
+) -> None:
+    """An operator tells pgqueue's connections apart in pg_stat_activity; a name the user's
+    DSN gives the pool wins, the listener keeps its own."""
+
+    async def names_are(expected: list[str]) -> bool:
+        # A closed connection's backend leaves pg_stat_activity a moment after the close.
+        return await _application_names(conn) == expected
+
+    async with pgqueue.connect(database_dsn) as queue:
+        await within(queue.listener.listen())
+        await eventually(lambda: names_are(["pgqueue-listener", "pgqueue-pool"]))
+    mine = database_dsn + ("&" if "?" in database_dsn else "?") + "application_name=mine"
+    async with pgqueue.connect(mine) as queue:
+        await within(queue.listener.listen())
+        await eventually(lambda: names_are(["mine", "pgqueue-listener"]))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
+from datetime import timedelta
 
+import asyncpg
 import pytest
 
 import pgqueue
@@ -22,8 +24,13 @@ asyncio.run(main())
 """
 
 
+async def _expire_leases(conn: asyncpg.Connection) -> None:
+    """Every lease of the test's database runs out now (the clock, moved by SQL)."""
+    await conn.execute("UPDATE pgqueue.delivery SET due_at = now() WHERE state = 'leased'")
+
+
 async def test_killed_consumer_loses_its_lease_and_its_late_ack(
-    queue: pgqueue.Queue, database_dsn: str
+    queue: pgqueue.Queue, database_dsn: str, conn: asyncpg.Connection
 ) -> None:
     await queue.create_topic("orders")
     await queue.subscribe("orders", "billing", start="earliest")
@@ -34,22 +41,25 @@ async def test_killed_consumer_loses_its_lease_and_its_late_ack(
         "-c",
         CLAIM_AND_HANG,
         database_dsn,
-        "2.0",
+        "600",
         stdout=asyncio.subprocess.PIPE,
     )
     line = await within(proc.stdout.readline(), 30)  # type: ignore[union-attr]
     offset, token, attempt = map(int, line.split())
     assert (offset, attempt) == (1, 1)
     proc.kill()
-    await proc.wait()
+    await within(proc.wait())
 
     # While the lease runs, the others get only what was not claimed.
     [other] = await queue.claim("orders", "billing", 5)
     assert other.offset == 2
     await other.ack()
 
+    # The lease runs out (moved to now rather than waited for: a 2 s lease with a clock in
+    # the test failed on a slow machine, where it ran out before the claim above).
+    await _expire_leases(conn)
     # After the lease, the message goes to another consumer, with attempt 2.
-    [again] = await eventually(lambda: queue.claim("orders", "billing", 5))
+    [again] = await within(queue.claim("orders", "billing", 5))
     assert (again.offset, again.attempt, again.payload) == (1, 2, "a")
     assert again.lease_token != token
 
@@ -135,17 +145,23 @@ async def test_nack_after_the_last_attempt_dead_letters(queue: pgqueue.Queue) ->
     assert await queue.dead_letters("jobs", "worker") == []
 
 
-async def test_extend_and_release_leases(queue: pgqueue.Queue) -> None:
+async def test_extend_and_release_leases(queue: pgqueue.Queue, conn: asyncpg.Connection) -> None:
     await queue.create_topic("jobs")
     await queue.subscribe("jobs", "worker", start="earliest")
     await queue.publish_many("jobs", ["a", "b"])
-    first, second = await queue.claim("jobs", "worker", 2, lease=0.5)
+    first, second = await queue.claim("jobs", "worker", 2, lease=30)
     await first.extend(600)
     assert await queue.release("jobs", "worker", [second]) == [2]
     # The released one is claimable at once; the extended one is not claimable at all.
     [again] = await queue.claim("jobs", "worker", 2)
     assert again.offset == 2
-    await asyncio.sleep(0.6)  # past the original 0.5 s lease, which the extension replaced
+    # A minute later by the first lease's clock (its due_at moved back, not waited for):
+    # past the original 30 s lease, which the extension replaced, within the 600 s it set.
+    held = await conn.fetchval('SELECT due_at - now() FROM pgqueue.delivery WHERE "offset" = 1')
+    assert timedelta(seconds=590) < held <= timedelta(seconds=600)
+    await conn.execute(
+        "UPDATE pgqueue.delivery SET due_at = due_at - interval '60 seconds' WHERE \"offset\" = 1"
+    )
     assert await queue.claim("jobs", "worker", 2) == []
     await queue.ack("jobs", "worker", [first, again], strict=True)
     assert await drain(queue, "jobs", "worker") == []

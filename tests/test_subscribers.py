@@ -178,15 +178,22 @@ async def test_delayed_message_is_not_delivered_early(
 ) -> None:
     await queue.create_topic("orders")
     await queue.subscribe("orders", "billing", start="earliest")
-    await queue.publish("orders", "later", delay=1.5)
+    await queue.publish("orders", "later", delay=3600)
     await queue.publish("orders", "now")
     [now] = await queue.claim("orders", "billing", 10)
     assert now.payload == "now"
     await now.ack()
-    [later] = await eventually(lambda: queue.claim("orders", "billing", 10))
-    claimed_at = await conn.fetchval("SELECT now()")
-    assert later.payload == "later"
-    assert claimed_at >= later.published_at + timedelta(seconds=1.5)
+    assert await queue.claim("orders", "billing", 10) == []
+    # Scheduled for its time: an hour after it was published.
+    due, published = await conn.fetchrow(
+        "SELECT d.due_at, m.published_at FROM pgqueue.delivery d "
+        'JOIN pgqueue.message m USING (topic_id, "offset") WHERE d."offset" = 1'
+    )
+    assert due - published == timedelta(hours=1)
+    # An hour later (the clock moved by SQL rather than waited for), it is delivered.
+    await conn.execute('UPDATE pgqueue.delivery SET due_at = now() WHERE "offset" = 1')
+    [later] = await within(queue.claim("orders", "billing", 10))
+    assert (later.offset, later.payload, later.attempt) == (1, "later", 1)
     [stats] = await queue.subscriber_stats("orders", "billing")
     assert stats.position == 0  # the delayed first message is not done until acked
     await later.ack()

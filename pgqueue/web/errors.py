@@ -45,8 +45,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.PgQueueError)
     async def on_queue_error(_request: Request, error: errors.PgQueueError) -> JSONResponse:
         status = status_of(error)
-        if status >= 500:
-            log.warning("request failed", extra={"error": str(error)})
+        # An outage is logged by the Queue once, when it starts and when it ends; logged
+        # here it would be a line per request for as long as it lasts.
+        if status >= 500 and not isinstance(error, errors.DatabaseUnavailable):
+            log.warning("request failed: %s", error, exc_info=error)
         return error_response(status, error.code, str(error))
 
     @app.exception_handler(RequestValidationError)

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 
 import pgqueue
+from pgqueue.availability import quiet_pool_reconnects
 from pgqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 async def queue_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Opens the app's Queue for as long as the app runs, and runs retention passes."""
     settings: Settings = app.state.settings
+    quiet_pool_reconnects()  # an outage is one warning from the Queue, not a traceback flood
     queue = await pgqueue.connect(settings=settings)
     app.state.queue = queue
     retention = (
@@ -51,10 +53,12 @@ async def _retention_loop(queue: pgqueue.Queue, interval: float) -> None:
                         result.topic,
                         result.first_offset,
                     )
-        except Exception:
-            # A background loop must outlive a bad pass (a restarting database, say); the
-            # next one tries again.
-            log.exception("retention pass failed")
+        except pgqueue.DatabaseUnavailable as error:
+            # The Queue logs the outage itself; the next pass tries again.
+            log.info("retention pass skipped: %s", error)
+        except Exception as error:
+            # A background loop must outlive a bad pass; the next one tries again.
+            log.exception("retention pass failed: %s", error)
 
 
 # async: a plain def dependency runs in a worker thread, a hop that cost ~0.4 ms per request.

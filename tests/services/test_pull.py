@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+import pgqueue
+
 
 async def test_claim_ack_nack_over_http(http: httpx.AsyncClient) -> None:
     await http.post("/topics", json={"name": "jobs"})
@@ -60,3 +62,26 @@ async def test_claim_ack_nack_over_http(http: httpx.AsyncClient) -> None:
     assert (await http.post("/subscribers/999999/claim", json={})).status_code == 404
     assert (await http.post(f"{base}/claim", json={"max_messages": 0})).status_code == 422
     assert (await http.post(f"{base}/ack", json={"offsets": [1]})).status_code == 422
+
+
+async def test_a_message_that_cannot_be_encoded_costs_only_itself(
+    http: httpx.AsyncClient, queue: pgqueue.Queue
+) -> None:
+    """The claim has committed its leases: a message pydantic cannot serialise (nested 300
+    deep) is nacked alone, and the others are answered, not a 500 for the batch."""
+    await queue.create_topic("jobs")
+    sub = await queue.subscribe(
+        "jobs", "w", start="earliest", max_attempts=2, backoff=600, max_backoff=600
+    )
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    await queue.publish_many("jobs", ["a", deep, "b"])
+    response = await http.post(f"/subscribers/{sub.subscriber_id}/claim", json={"max_messages": 10})
+    assert response.status_code == 200, response.text
+    assert [(m["offset"], m["payload"]) for m in response.json()["messages"]] == [
+        (1, "a"),
+        (3, "b"),
+    ]
+    [stats] = await queue.subscriber_stats("jobs", "w")
+    assert (stats.in_flight, stats.retrying) == (2, 1)  # the poison waits for its retry

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import socket
+import threading
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 import websockets
+from starlette.websockets import WebSocket
 
+import pgqueue
 from tests.services.conftest import RunningServer
-from tests.support import within
+from tests.support import ClaimWatch, drain, within
 
 
 async def frame(ws: Any, seconds: float = 10) -> dict[str, Any]:
@@ -202,41 +203,51 @@ async def test_an_ephemeral_subscriber_disappears_on_disconnect(
 
 
 async def test_a_client_that_stops_reading_does_not_hold_up_a_fast_one(
-    server: RunningServer, http: httpx.AsyncClient, orders: None
+    server: RunningServer,
+    http: httpx.AsyncClient,
+    orders: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The slow client's transport never takes a message frame: the server's send to it
+    blocks, as it does once a client stops reading and the socket buffers are full (made
+    explicit here: how much fills those buffers depends on the kernel)."""
+    stalled = threading.Event()
+    send_text = WebSocket.send_text
+
+    async def stalling_send_text(self: WebSocket, data: str) -> None:
+        if self.query_params.get("subscriber") == "slow" and '"type":"message"' in data:
+            stalled.set()
+            await asyncio.Event().wait()  # never taken; the server gives up after 2 s
+        await send_text(self, data)
+
+    monkeypatch.setattr(WebSocket, "send_text", stalling_send_text)
     base = f"{server.ws_url}/ws/topics/orders?start=earliest&ack=auto&prefetch=1000&subscriber="
-    # The slow client never reads: a tiny receive buffer, and max_queue=1 stops its library
-    # reading the socket, so the server's sends to it block once the buffers are full.
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
-    slow = await websockets.connect(base + "slow", sock=raw, max_queue=1)
+    slow = await websockets.connect(base + "slow")
     fast = await websockets.connect(base + "fast")
     try:
+        await frame(slow)
         await frame(fast)
-        big = secrets.token_urlsafe(15_000)  # 20 kB that permessage-deflate cannot shrink
-        for _ in range(10):
-            await http.post(
-                "/topics/orders/messages/batch",
-                json={"messages": [{"payload": big} for _ in range(50)]},
-            )
-        got = await messages(fast, 500)
-        assert [m["offset"] for m in got] == list(range(1, 501))
+        await http.post(
+            "/topics/orders/messages/batch", json={"messages": [{"payload": i} for i in range(50)]}
+        )
+        assert await asyncio.to_thread(stalled.wait, 10)
+        got = await messages(fast, 50)
+        assert [m["offset"] for m in got] == list(range(1, 51))
     finally:
         await fast.close()
 
     # After ws_send_timeout (2 s here) the server closes the slow connection and gives its
     # claims back: released claims are 'retry' rows, which auto-ack delivery never leaves.
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await within(slow.recv(), 30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
     async def given_back() -> bool:
         stats = (await http.get("/stats")).json()["subscribers"]
         slow_stats = next(s for s in stats if s["subscriber"] == "slow")
-        return slow_stats["in_flight"] == 0 and slow_stats["retrying"] > 0
+        return slow_stats["in_flight"] == 0 and slow_stats["retrying"] == 50
 
-    await _eventually(given_back, seconds=30)
-    with pytest.raises(websockets.ConnectionClosed) as closed:
-        while True:  # reading now only drains what was buffered before the close
-            await within(slow.recv(), 30)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    await _eventually(given_back)
 
 
 async def _until_position(http: httpx.AsyncClient, name: str, position: int) -> None:
@@ -253,3 +264,113 @@ async def _eventually(check: Any, seconds: float = 10) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met in {seconds} s")
         await asyncio.sleep(0.02)
+
+
+async def test_an_idle_socket_costs_nothing_and_is_woken_by_a_publish(
+    server: RunningServer,
+    http: httpx.AsyncClient,
+    orders: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server polls every 30 s: an idle connection claims once, once more after the
+    listener's wake-up at connect, and then only when a notification wakes it."""
+    watch = ClaimWatch().install(monkeypatch)
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        await watch.until_idle()
+        await asyncio.sleep(2)  # the clock is the point: idle for 2 s
+        assert watch.claims <= 2, watch.claims
+        await http.post("/topics/orders/messages", json={"payload": "wake up"})
+        [message] = await messages(ws, 1)
+        assert message["payload"] == "wake up"
+
+
+async def test_an_idle_socket_is_woken_by_a_reset(
+    server: RunningServer,
+    http: httpx.AsyncClient,
+    orders: None,
+    queue: pgqueue.Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", ["a", "b"])
+    assert await drain(queue, "orders", "billing") == ["a", "b"]
+    watch = ClaimWatch().install(monkeypatch)
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing"
+    async with websockets.connect(url) as ws:
+        assert (await frame(ws))["position"] == 2
+        await watch.until_idle()
+        response = await http.post("/topics/orders/subscribers/billing/reset", json={"to": 1})
+        assert response.status_code == 200, response.text
+        reset = await frame(ws)
+        assert (reset["type"], reset["position"]) == ("reset", 0), reset
+        assert [m["payload"] for m in await messages(ws, 2)] == ["a", "b"]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_message_that_cannot_be_framed_costs_only_itself(
+    server: RunningServer, http: httpx.AsyncClient, orders: None, queue: pgqueue.Queue
+) -> None:
+    """A payload stored and decoded fine that pydantic cannot serialise (nested 300 deep):
+    that message alone is nacked (an error frame names it), it reaches the dead letters
+    after exactly max_attempts, and the connection and its neighbours keep flowing."""
+    await queue.subscribe("orders", "billing", start="earliest", max_attempts=3, backoff=0)
+    await queue.publish_many("orders", ["before", _nested(300), "after"])
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&prefetch=10"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        delivered, undeliverable = [], 0
+        while undeliverable < 3 or len(delivered) < 2:
+            f = await frame(ws)
+            if f["type"] == "message":
+                delivered.append(f["payload"])
+                await ws.send(json.dumps({"type": "ack", "offsets": [f["offset"]]}))
+            else:
+                assert (f["code"], f["detail"]["offsets"]) == ("undeliverable", [2]), f
+                undeliverable += 1
+        assert delivered == ["before", "after"]
+        [dead] = await queue.dead_letters("orders", "billing")
+        assert (dead.offset, dead.attempts) == (2, 3)
+        assert "undeliverable" in (dead.last_error or "")
+        await http.post("/topics/orders/messages", json={"payload": "still open"})
+        assert (await messages(ws, 1))[0]["payload"] == "still open"
+
+
+async def test_claims_never_sent_go_back_without_an_attempt(
+    server: RunningServer,
+    orders: None,
+    queue: pgqueue.Queue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection claims five, sends the first, and the client stalls on the second: on
+    closing, the two sent (or in hand) go back as attempts, the three never sent as if never
+    claimed."""
+    stalled = threading.Event()
+    send_text = WebSocket.send_text
+
+    async def stalling_send_text(self: WebSocket, data: str) -> None:
+        if '"type":"message"' in data and '"offset":2,' in data:
+            stalled.set()
+            await asyncio.Event().wait()  # never taken; the server gives up after 2 s
+        await send_text(self, data)
+
+    monkeypatch.setattr(WebSocket, "send_text", stalling_send_text)
+    await queue.subscribe("orders", "billing", start="earliest")
+    await queue.publish_many("orders", ["a", "b", "c", "d", "e"])
+    url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&prefetch=10"
+    async with websockets.connect(url) as ws:
+        await frame(ws)
+        assert (await messages(ws, 1))[0]["offset"] == 1
+        assert await asyncio.to_thread(stalled.wait, 10)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await frame(ws, 30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    again = await queue.claim("orders", "billing", 10)
+    assert [(m.offset, m.attempt) for m in again] == [(1, 2), (2, 2), (3, 1), (4, 1), (5, 1)]
