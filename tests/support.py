@@ -105,3 +105,16 @@ class ClaimWatch:
         """Returns once some consumer has made an idle claim (see the class)."""
         if not await asyncio.to_thread(self._idle.wait, seconds):
             raise AssertionError(f"no idle claim within {seconds} s")
+
+
+async def store_unpublishable(conn: Any, topic: str, offset: int, payload_json: str) -> None:
+    """Puts a payload that publish refuses (nested too deep for the read paths) at an offset,
+    as data stored before that limit existed would be: the read paths must still cost only
+    that message."""
+    await conn.execute(
+        "UPDATE pgqueue.message m SET payload = $3::text::jsonb FROM pgqueue.topic t "
+        'WHERE t.topic_id = m.topic_id AND t.name = $1 AND m."offset" = $2',
+        topic,
+        offset,
+        payload_json,
+    )

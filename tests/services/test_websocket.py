@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket
 
 import pgqueue
 from tests.services.conftest import RunningServer
-from tests.support import ClaimWatch, drain, within
+from tests.support import ClaimWatch, drain, store_unpublishable, within
 
 
 async def frame(ws: Any, seconds: float = 10) -> dict[str, Any]:
@@ -316,13 +316,18 @@ def _nested(depth: int) -> Any:
 
 
 async def test_a_message_that_cannot_be_framed_costs_only_itself(
-    server: RunningServer, http: httpx.AsyncClient, orders: None, queue: pgqueue.Queue
+    server: RunningServer,
+    http: httpx.AsyncClient,
+    orders: None,
+    queue: pgqueue.Queue,
+    conn: asyncpg.Connection,
 ) -> None:
     """A payload stored and decoded fine that pydantic cannot serialise (nested 300 deep):
     that message alone is nacked (an error frame names it), it reaches the dead letters
     after exactly max_attempts, and the connection and its neighbours keep flowing."""
     await queue.subscribe("orders", "billing", start="earliest", max_attempts=3, backoff=0)
-    await queue.publish_many("orders", ["before", _nested(300), "after"])
+    await queue.publish_many("orders", ["before", "placeholder", "after"])
+    await store_unpublishable(conn, "orders", 2, json.dumps(_nested(300)))
     url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&prefetch=10"
     async with websockets.connect(url) as ws:
         await frame(ws)
