@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -96,6 +97,7 @@ class Queue:
         listener = Listener(
             lambda: asyncpg.connect(dsn, server_settings={"application_name": LISTENER_NAME}),
             reconnect_delay=settings.listener_reconnect_delay,
+            owner=secrets.randbits(31),
         )
         return cls(pool, listener, settings, owns_pool=owns_pool)
 
@@ -233,8 +235,15 @@ class Queue:
         max_backoff: timedelta | float = 300.0,
         ephemeral: bool = False,
     ) -> Subscriber:
-        """Creates a subscriber that starts at `start` (earliest, latest, offset or time)."""
+        """Creates a subscriber that starts at `start` (earliest, latest, offset or time).
+
+        An ephemeral one belongs to this Queue: if the process dies without removing it,
+        remove_orphans() takes it away once this Queue's listener connection is gone."""
         target = parse_target(start)
+        owner = None
+        if ephemeral:
+            await self.listener.listen()  # the owner lock is held from here on
+            owner = self.listener.owner
         if target.shift is not None or target.ago is not None:
             raise InvalidArgument("a subscriber starts at earliest, latest, an offset or a time")
         row = await self._fetchrow(
@@ -249,6 +258,7 @@ class Queue:
             seconds(backoff),
             seconds(max_backoff),
             ephemeral,
+            owner,
         )
         return Subscriber.from_row(row)
 
@@ -415,6 +425,12 @@ class Queue:
             return []
         done: list[int] = await self._fetchval("release", topic, subscriber, offsets, tokens)
         return done
+
+    async def remove_orphans(self, grace: timedelta | float = 60.0) -> int:
+        """Removes ephemeral subscribers whose owner (a Queue's process) has been gone for
+        `grace`; returns how many. The servers run it beside retention."""
+        removed: int = await self._fetchval("remove_orphans", seconds(grace))
+        return removed
 
     async def give_back(
         self,

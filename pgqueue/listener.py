@@ -23,6 +23,8 @@ from typing import Any
 
 import asyncpg
 
+from pgqueue.queries import QUERIES
+
 log = logging.getLogger(__name__)
 
 MESSAGES_CHANNEL = "pgqueue"
@@ -38,8 +40,13 @@ class Listener:
         *,
         reconnect_delay: float = 0.5,
         max_reconnect_delay: float = 5.0,
+        owner: int | None = None,
     ) -> None:
         self._connect = connect
+        # While this connection lives it holds the session lock ('owner', owner): ephemeral
+        # subscribers created with that key are orphans once nobody holds it (a process
+        # killed without a clean shutdown), and pgqueue.remove_orphans takes them away.
+        self.owner = owner
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
         self._conn: asyncpg.Connection | None = None
@@ -133,6 +140,8 @@ class Listener:
     async def _open(self) -> None:
         conn = await self._connect()
         try:
+            if self.owner is not None:
+                await conn.execute(QUERIES["hold_owner_lock"], self.owner)
             await conn.add_listener(MESSAGES_CHANNEL, self._on_notify)
             await conn.add_listener(RESETS_CHANNEL, self._on_notify)
         except BaseException:

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         description="Seconds connect() and `pgqueue serve` keep retrying, with back-off, while "
         "PostgreSQL is unreachable at start (0: give up at the first failure).",
     )
+    orphan_grace: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds an ephemeral subscriber must have had no live owner (a server "
+        "killed without a clean shutdown) before the retention pass removes it.",
+    )
     retention_interval: float = Field(
         default=60.0,
         ge=0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -297,3 +298,36 @@ async def test_ephemeral_subscribers_of_a_vanished_owner_are_removed(
         )
     finally:
         await back.close()
+
+
+HOLD_AN_EPHEMERAL = """
+import asyncio, sys, pgqueue
+async def main():
+    async with pgqueue.connect(sys.argv[1]) as q:
+        sub = await q.subscribe("live", "eph-of-a-dead-process", ephemeral=True)
+        print(sub.name, flush=True)
+        await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_process_leaves_no_ephemeral_subscriber_behind(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    await queue.create_topic("live")
+    mine = await queue.subscribe("live", "eph-of-a-live-queue", ephemeral=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLD_AN_EPHEMERAL, database_dsn, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert (await within(proc.stdout.readline(), 30)).strip()  # type: ignore[union-attr]
+        assert await queue.remove_orphans(0) == 0  # both owners alive
+    finally:
+        proc.kill()  # no clean shutdown: nothing removes its subscriber but the pass
+        await proc.wait()
+
+    async def removed() -> bool:
+        return await queue.remove_orphans(0) == 1  # seen orphaned, then removed
+
+    await eventually(removed)
+    assert [s.name for s in await queue.list_subscribers("live")] == [mine.name]

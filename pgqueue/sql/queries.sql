@@ -43,7 +43,11 @@ CALL pgqueue.assign($1::text, NULL)
 -- name: create_subscriber
 SELECT * FROM pgqueue.create_subscriber($1::text, $2::text, $3::text, $4::bigint,
                                         $5::timestamptz, $6::jsonb, $7::integer, $8::interval,
-                                        $9::interval, $10::boolean)
+                                        $9::interval, $10::boolean, $11::integer)
+
+-- name: hold_owner_lock
+-- Held by a Queue's listener connection for its life (see pgqueue.remove_orphans).
+SELECT pg_advisory_lock(pgqueue._lock_class('owner'), $1::integer)
 
 -- name: remove_orphans
 SELECT pgqueue.remove_orphans($1::interval)

@@ -53,6 +53,9 @@ async def _retention_loop(queue: pgqueue.Queue, interval: float) -> None:
                         result.topic,
                         result.first_offset,
                     )
+            removed = await queue.remove_orphans(queue.settings.orphan_grace)
+            if removed:
+                log.info("removed %d ephemeral subscribers whose server is gone", removed)
         except pgqueue.DatabaseUnavailable as error:
             # The Queue logs the outage itself; the next pass tries again.
             log.info("retention pass skipped: %s", error)
