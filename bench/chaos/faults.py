@@ -134,10 +134,13 @@ class Nemesis:
         conn = await asyncpg.connect(self.admin_dsn)
         try:
             while True:
-                # In the select list, so only the rows found are terminated.
+                # In the select list, so only the rows found are terminated. The library names
+                # its listener connections pgqueue-listener whatever the DSN says, so this
+                # takes the library consumers' listeners too: a harsher fault, not a milder one.
                 pids = await conn.fetch(
                     "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE application_name = $1 AND query ILIKE 'LISTEN%'",
+                    " WHERE application_name IN ($1, 'pgqueue-listener')"
+                    " AND query ILIKE 'LISTEN%'",
                     APPLICATION_NAME,
                 )
                 waited = LISTENER_WAIT - (deadline - loop.time())
