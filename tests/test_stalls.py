@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 import pgqueue
-from tests.support import within
+from tests.support import eventually, within
 
 BOUND = 2.0  # seconds each victim may take while the holder keeps its transaction open
 
@@ -42,6 +42,15 @@ HOLDERS: dict[str, Holder] = {
     "claim in a transaction": _hold_claim,
     "alter_subscriber in a transaction": _hold_subscriber_row,
 }
+
+
+async def _waiting_on_a_lock(conn: asyncpg.Connection) -> bool:
+    """Whether some other session waits on a lock (the duplicate, on the holder's key)."""
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    )
+    return bool(waiting)
 
 
 @asynccontextmanager
@@ -109,6 +118,7 @@ async def test_a_keyed_publish_waits_for_its_key_only_and_gets_the_holders_offse
         await pgqueue.publish(holder, "orders", "first", idempotency_key="order-1")
 
         duplicate = asyncio.create_task(queue.publish("orders", "again", idempotency_key="order-1"))
+        await eventually(lambda: _waiting_on_a_lock(holder))
         # The duplicate waits on the key; keyless publishes go on meanwhile.
         assert await asyncio.wait_for(queue.publish("orders", "other"), BOUND) == 1
         assert not duplicate.done()
@@ -135,6 +145,7 @@ async def test_a_round_in_the_key_holders_transaction_does_not_deadlock(
         await held.start()
         await pgqueue.publish(holder, "orders", "first", idempotency_key="order-1")
         duplicate = asyncio.create_task(queue.publish("orders", "again", idempotency_key="order-1"))
+        await eventually(lambda: _waiting_on_a_lock(holder))
         await asyncio.wait_for(queue.publish("orders", "other"), BOUND)
         # A claim that runs a round inside the holder's transaction: before the fix the
         # duplicate held the topic lock the round needed while waiting for the holder's key.
@@ -183,7 +194,8 @@ async def test_a_claim_in_a_caller_transaction_keeps_no_topic_lock(
     async with _holding(database_dsn, _hold_claim):
         assert await asyncio.wait_for(queue.publish("orders", "direct"), BOUND) == 2
     locks = await conn.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND classid::bigint = 1903390001"  # the topics' assignment locks
     )
     assert locks == 0
 

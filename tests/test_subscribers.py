@@ -272,14 +272,22 @@ async def test_ephemeral_subscribers_of_a_vanished_owner_are_removed(
     grace period, they go."""
     await queue.create_topic("live")
     owner = await within(asyncpg.connect(database_dsn))
-    await owner.execute("SELECT pg_advisory_lock(1903390004, 77)")
+    await owner.execute("SELECT pg_advisory_lock_shared(1903390004, 77)")
     await conn.execute(
         "SELECT pgqueue.create_subscriber('live', 'eph', ephemeral => true, owner => 77)"
     )
     await conn.execute("SELECT pgqueue.create_subscriber('live', 'durable')")
     remove = "SELECT pgqueue.remove_orphans(interval '0')"
     assert await conn.fetchval(remove) == 0  # its owner holds the lock
-    await owner.close()  # the owner dies (its session lock goes with it)
+    await owner.close()  # the owner dies (its session lock goes with it) ...
+
+    async def owner_gone() -> bool:  # ... once its backend has ended
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 77"
+        )
+        return held == 0
+
+    await eventually(owner_gone)
     assert await conn.fetchval(remove) == 0  # first seen orphaned: marked only
     assert await conn.fetchval(remove) == 1
     assert [s.name for s in await queue.list_subscribers("live")] == ["durable"]
@@ -291,7 +299,7 @@ async def test_ephemeral_subscribers_of_a_vanished_owner_are_removed(
     assert await conn.fetchval("SELECT pgqueue.remove_orphans(interval '1 hour')") == 0
     back = await within(asyncpg.connect(database_dsn))
     try:
-        await back.execute("SELECT pg_advisory_lock(1903390004, 78)")
+        await back.execute("SELECT pg_advisory_lock_shared(1903390004, 78)")
         assert await conn.fetchval(remove) == 0
         assert await conn.fetchval(
             "SELECT orphaned_since IS NULL FROM pgqueue.subscriber WHERE name = 'eph2'"

@@ -41,7 +41,9 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._may_assign(allowed boolean)
 RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce(allowed, statement_timestamp() = transaction_timestamp())
+    -- A read-only transaction or a standby cannot number anything.
+    SELECT NOT pg_is_in_recovery() AND NOT current_setting('transaction_read_only')::boolean
+           AND coalesce(allowed, statement_timestamp() = transaction_timestamp())
 $$;
 
 -- The round itself; the caller holds the topic's assignment lock.
@@ -198,6 +200,11 @@ $$;
 CREATE OR REPLACE PROCEDURE pgqueue.assign(topic text, INOUT assigned integer DEFAULT NULL)
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- Its COMMIT would commit what a calling procedure wrote before: refuse that instead.
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'assign commits: call it in a transaction of its own'
+            USING ERRCODE = 'PQ011';
+    END IF;
     COMMIT;
     assigned := pgqueue._assign(pgqueue._find_topic(topic), true);
     COMMIT;

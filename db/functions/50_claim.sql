@@ -63,7 +63,8 @@ DECLARE
     delayed_at timestamptz[];
     new_cursor bigint;
     start_cursor bigint;
-    old_timeout text;
+    wait_until timestamptz;
+    scanned bigint := 0;
     epoch bigint;
     reset_position bigint;
 BEGIN
@@ -123,19 +124,19 @@ BEGIN
             -- Competing claims take turns here, for a millisecond each. A transaction that
             -- keeps the row (a claim, reset or alter_subscriber inside a longer transaction)
             -- is waited for at most half a second: this claim then hands out only due rows,
-            -- and its consumer comes back at its next wake-up.
-            old_timeout := current_setting('lock_timeout');
-            PERFORM set_config('lock_timeout', '500ms', true);
-            BEGIN
+            -- and its consumer comes back at its next wake-up. Polled with SKIP LOCKED, not
+            -- a lock_timeout caught in an exception block: that block's subtransaction
+            -- would turn every claim's cursor update into a MultiXact.
+            wait_until := clock_timestamp() + interval '500 milliseconds';
+            LOOP
                 SELECT x.cursor, x.filter, x.epoch, x.reset_position
                   INTO cur, filt, epoch, reset_position
                   FROM pgqueue.subscriber x
                  WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id
-                   FOR UPDATE;
-            EXCEPTION WHEN lock_not_available THEN
-                cur := NULL;
-            END;
-            PERFORM set_config('lock_timeout', old_timeout, true);
+                   FOR UPDATE SKIP LOCKED;
+                EXIT WHEN FOUND OR clock_timestamp() > wait_until;
+                PERFORM pg_sleep(0.001);
+            END LOOP;
         ELSE
             SELECT x.cursor, x.filter, x.epoch, x.reset_position
               INTO cur, filt, epoch, reset_position
@@ -147,8 +148,11 @@ BEGIN
     IF cur IS NOT NULL THEN
         -- A filter may reject most rows: look further, and move the cursor past them anyway.
         -- The scan goes on, a chunk at a time, until it finds a message to deliver now or
-        -- reaches the end of the log: an empty claim means "nothing to deliver now", never
-        -- "not looked far enough" (thousands of non-matching or delayed messages ahead).
+        -- reaches the end of the log (thousands of non-matching or delayed messages ahead
+        -- used to make claims come back empty, which looks like "caught up"). One claim
+        -- scans at most 100,000 messages and keeps the cursor it reached; while the cursor is
+        -- behind the log's end, seconds_until_due says 0, so the consumer claims again at
+        -- once.
         scan_limit := CASE WHEN filt IS NULL THEN need ELSE greatest(need * 10, 1000) END;
         start_cursor := cur;
         LOOP
@@ -176,13 +180,14 @@ BEGIN
             EXIT WHEN new_cursor IS NULL;
             INSERT INTO pgqueue.delivery
                    (topic_id, subscriber_id, "offset", state, attempt, lease_token, due_at)
-            SELECT s.topic_id, s.subscriber_id, f.o, 'leased', 1, token, now() + lease
+            SELECT s.topic_id, s.subscriber_id, f.o, 'leased', 1, token, clock_timestamp() + lease
               FROM unnest(fresh) f(o)
             UNION ALL
             SELECT s.topic_id, s.subscriber_id, w.o, 'retry', 0, NULL, w.at
               FROM unnest(delayed, delayed_at) w(o, at);
             cur := new_cursor;
-            EXIT WHEN fresh IS NOT NULL;
+            scanned := scanned + scan_limit;
+            EXIT WHEN fresh IS NOT NULL OR scanned >= 100000;
             scan_limit := least(scan_limit * 2, 10000);  -- a long stretch: bigger steps
         END LOOP;
         IF cur > start_cursor THEN
@@ -476,6 +481,9 @@ BEGIN
        -- condition would not: PostgreSQL 17+ drops it on a NOT NULL column).
        AND d.due_at > '-infinity'
      ORDER BY d.due_at LIMIT 1;
+    IF s.cursor < pgqueue._last_offset(s.topic_id) THEN
+        RETURN 0;  -- a claim stopped scanning before the end of the log: more to look at
+    END IF;
     IF due IS NULL THEN
         RETURN NULL;
     END IF;

@@ -47,7 +47,9 @@ SELECT * FROM pgqueue.create_subscriber($1::text, $2::text, $3::text, $4::bigint
 
 -- name: hold_owner_lock
 -- Held by a Queue's listener connection for its life (see pgqueue.remove_orphans).
-SELECT pg_advisory_lock(pgqueue._lock_class('owner'), $1::integer)
+-- Shared: a stale session of the same owner (a connection the network dropped but the
+-- server has not noticed yet) or a key drawn twice never blocks it.
+SELECT pg_advisory_lock_shared(pgqueue._lock_class('owner'), $1::integer)
 
 -- name: remove_orphans
 SELECT pgqueue.remove_orphans($1::interval)

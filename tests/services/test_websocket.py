@@ -105,8 +105,9 @@ async def test_a_rest_reset_reaches_a_live_connection(
 async def test_a_reset_frame_goes_out_while_a_claim_waits_and_before_its_messages(
     server: RunningServer, http: httpx.AsyncClient, orders: None, database_dsn: str
 ) -> None:
-    """The connection's claim is stuck behind row locks when the reset commits: the reset
-    frame still goes out at once, and the messages that claim returns come after it."""
+    """The connection's claim is stuck behind the subscriber row when the reset commits (it
+    polls for the row, for up to 500 ms a time): the reset frame still goes out at once, and
+    the messages claimed after it come after it."""
     url = f"{server.ws_url}/ws/topics/orders?subscriber=billing&start=earliest&ack=auto"
     resetter, blocker, watcher = [await asyncpg.connect(database_dsn) for _ in range(3)]
     try:
@@ -132,7 +133,7 @@ async def test_a_reset_frame_goes_out_while_a_claim_waits_and_before_its_message
             )
             await _until_lock_waiters(watcher, 1)
             await http.post("/topics/orders/messages", json={"payload": 4})  # wakes the claim
-            await _until_lock_waiters(watcher, 2)
+            await _until_claim_polls(watcher)  # it polls for the row (SKIP LOCKED + pg_sleep)
 
             await reset_tx.commit()
             await within(locking)  # the blocker holds the row now; the claim still waits
@@ -154,6 +155,17 @@ async def _until_lock_waiters(watcher: asyncpg.Connection, n: int) -> None:
         return bool(waiting == n)
 
     await _eventually(reached)
+
+
+async def _until_claim_polls(watcher: asyncpg.Connection) -> None:
+    async def polling() -> bool:
+        sleeping = await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event = 'PgSleep'"
+        )
+        return bool(sleeping)
+
+    await _eventually(polling)
 
 
 async def test_seek_from_the_client(

@@ -23,6 +23,7 @@ depends_on = None
 
 CHANGED = tuple(path.stem for path in (VERSIONS / "0004_functions").glob("*.sql"))
 ADDED = (
+    "pgqueue._segment_expired(pgqueue.topic, bigint, bigint)",
     "pgqueue._flush_at_commit(pg_lsn)",
     "pgqueue._durable_commit()",
     "pgqueue._round_snapshot()",

@@ -108,8 +108,8 @@ $$;
 
 -- Removes ephemeral subscribers whose creator is gone: a server killed without a clean
 -- shutdown never deletes the ephemeral subscribers of its WebSocket connections. Each creator
--- holds a session advisory lock ('owner', its key) on a connection that lives as long as it
--- does; when nobody holds it, the subscriber is an orphan. A database restart frees every such
+-- holds a shared session advisory lock ('owner', its key) on a connection that lives as long as
+-- it does; when nobody holds it, the subscriber is an orphan. A database restart frees every such
 -- lock until the creators reconnect, so an orphan is removed only after it has been seen
 -- orphaned for `grace` (a pass that finds its owner back clears the mark). Returns how many
 -- were removed. Servers run it beside retention.
@@ -125,7 +125,7 @@ BEGIN
               ORDER BY x.subscriber_id
                 FOR UPDATE SKIP LOCKED
     LOOP
-        IF NOT pg_try_advisory_xact_lock_shared(pgqueue._lock_class('owner'), s.owner) THEN
+        IF NOT pg_try_advisory_xact_lock(pgqueue._lock_class('owner'), s.owner) THEN
             IF s.orphaned_since IS NOT NULL THEN  -- its owner is back
                 UPDATE pgqueue.subscriber x SET orphaned_since = NULL
                  WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id;
