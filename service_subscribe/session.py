@@ -154,10 +154,12 @@ class Session:
                     await asyncio.wait_for(self.room.wait(), self.holdings.until_a_lease_expires())
                 continue
             batch = await self._claim(min(room, 100))
+            # Ours from the claim on: given back if the connection ends before an ack (even
+            # while the reset frames below are going out).
+            # (Messages a reset already cleared are not: their leases are gone.)
+            self.holdings.claimed([m for m in batch if self.claims.is_current(m)])
             # A reset heard while the claim ran goes out before the messages claimed after it.
             await self._flush_resets()
-            # Ours from the claim on: given back if the connection ends before an ack.
-            self.holdings.claimed(batch)
             for message in batch:
                 if not self.claims.is_current(message):
                     break  # a reset arrived while we were sending; it cleared the rest
