@@ -51,13 +51,20 @@ def clean_clone(tmp_path: Path) -> Path:
 async def _start(clone: Path, port: int) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
     env["PGQUEUE_PORT"] = str(port)
-    return await asyncio.create_subprocess_exec(
-        str(clone / "run_all.sh"),
-        cwd=clone,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    # The server's output goes to a file beside the clone, so a failure can show it.
+    with (clone.parent / "run_all.log").open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            str(clone / "run_all.sh"),
+            cwd=clone,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+
+
+def _server_log(clone: Path) -> str:
+    lines = (clone.parent / "run_all.log").read_text(errors="replace").splitlines()
+    return "\n".join(line for line in lines if "Warning" not in line)[-4000:]
 
 
 async def _healthy(url: str, proc: asyncio.subprocess.Process) -> None:
@@ -88,7 +95,8 @@ async def test_run_all_from_a_clean_clone_serves_and_keeps_data(clean_clone: Pat
     try:
         await _healthy(url, proc)
         async with httpx.AsyncClient(base_url=url) as http:
-            assert (await http.post("/topics", json={"name": "kept"})).status_code == 201
+            created = await http.post("/topics", json={"name": "kept"})
+            assert created.status_code == 201, (created.text, _server_log(clean_clone))
             assert (await http.get("/docs")).status_code == 200
     finally:
         await _interrupt(proc)
