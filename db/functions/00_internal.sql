@@ -90,6 +90,12 @@ BEGIN
     END IF;
     PERFORM pgqueue._durable_commit();
     PERFORM pg_logical_emit_message(true, 'pgqueue', 'flush');
+    -- The flush is ours, so is its count: report it before the answer goes out (an idle
+    -- backend otherwise reports its WAL statistics up to 10 s later), so pg_stat_wal shows
+    -- one flush per acknowledged publish to whoever checks right after it.
+    IF current_setting('server_version_num')::integer >= 150000 THEN
+        PERFORM pg_stat_force_next_flush();
+    END IF;
 END
 $$;
 
