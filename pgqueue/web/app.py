@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from pgqueue.settings import Settings
-from pgqueue.web import errors, openapi
+from pgqueue.web import errors, methods, openapi
 from pgqueue.web.limits import BodyLimit
 from pgqueue.web.state import queue_lifespan
 
@@ -28,6 +28,7 @@ def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     app.state.settings = settings
     app.state.queue = None
     errors.install(app)
+    methods.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     return app
