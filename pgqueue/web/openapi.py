@@ -31,7 +31,11 @@ NAME: dict[str, Any] = {
     "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
     "description": "1-100 letters, digits, '.', '_' or '-'; the first a letter or digit.",
 }
-NAMED_IN_PATH = ("topic", "name")
+IN_PATH: dict[str, dict[str, Any]] = {
+    "topic": {**NAME, "description": "The topic's name."},
+    "name": {**NAME, "description": "The subscriber's name."},
+    "subscriber_id": {"type": "integer", "description": "The subscriber's subscriber_id."},
+}
 
 
 class Problem(BaseModel):
@@ -127,7 +131,7 @@ def document(app: FastAPI) -> dict[str, Any]:
         inputs = declared.get(route.path_format or "")
         if inputs is not None:
             _document_inputs(operation, method, inputs)
-        _document_names(operation)
+        _document_path(operation)
         _document_errors(method, operation, guarded=_guarded(route.dependant))
     _make_ids_unique(doc)
     return doc
@@ -186,10 +190,12 @@ def _document_inputs(operation: dict[str, Any], method: str, inputs: Declared) -
     ]
 
 
-def _document_names(operation: dict[str, Any]) -> None:
+def _document_path(operation: dict[str, Any]) -> None:
     for parameter in operation.get("parameters", ()):
-        if parameter["in"] == "path" and parameter["name"] in NAMED_IN_PATH:
-            parameter["schema"] = {**parameter["schema"], **NAME}
+        known = IN_PATH.get(parameter["name"]) if parameter["in"] == "path" else None
+        if known is not None:
+            parameter["schema"] = {**parameter["schema"], **known}
+            parameter.setdefault("description", known["description"])
 
 
 def _document_errors(method: str, operation: dict[str, Any], *, guarded: bool) -> None:
