@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from pgqueue.errors import SubscriberNotFound, TopicNotFound
 from pgqueue.web.auth import READ, require
+from pgqueue.web.openapi import SAFE_INTEGER
 from pgqueue.web.state import QueueDep
 from service_publish.schemas import (
     BatchIn,
@@ -114,7 +115,9 @@ async def publish_batch(topic: str, body: BatchIn, queue: QueueDep) -> BatchPubl
 async def read_messages(
     topic: str,
     queue: QueueDep,
-    from_offset: Annotated[int, Query(alias="from", ge=1, description="The first offset.")] = 1,
+    from_offset: Annotated[
+        int, Query(alias="from", ge=1, lt=SAFE_INTEGER, description="The first offset.")
+    ] = 1,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
 ) -> MessagesOut:
     """Browse the log from an offset, without claiming anything."""
@@ -131,7 +134,10 @@ async def read_messages(
 @router.get("/topics/{topic}/subscribers", tags=["subscribers"], dependencies=Read)
 async def list_subscribers(topic: str, queue: QueueDep) -> list[SubscriberOut]:
     """The topic's subscribers."""
-    return [SubscriberOut.of(s) for s in await queue.list_subscribers(topic)]
+    subscribers = await queue.list_subscribers(topic)
+    if not subscribers and not await queue.list_topics(topic):
+        raise TopicNotFound(f"topic {topic!r} does not exist")
+    return [SubscriberOut.of(s) for s in subscribers]
 
 
 @router.post(
@@ -212,7 +218,7 @@ async def list_dead_letters(
     topic: str,
     name: str,
     queue: QueueDep,
-    after: Annotated[int, Query(ge=0, description="Only offsets above this.")] = 0,
+    after: Annotated[int, Query(ge=0, lt=SAFE_INTEGER, description="Only offsets above this.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
 ) -> list[DeadLetterOut]:
     """The subscriber's dead letters, by offset after `after`."""
@@ -238,8 +244,12 @@ async def purge_dead_letters(
     topic: str,
     name: str,
     queue: QueueDep,
-    first: Annotated[int | None, Query(ge=1, description="The lowest offset removed.")] = None,
-    last: Annotated[int | None, Query(ge=1, description="The highest offset removed.")] = None,
+    first: Annotated[
+        int | None, Query(ge=1, lt=SAFE_INTEGER, description="The lowest offset removed.")
+    ] = None,
+    last: Annotated[
+        int | None, Query(ge=1, lt=SAFE_INTEGER, description="The highest offset removed.")
+    ] = None,
 ) -> CountOut:
     """Remove dead letters (from first to last; all by default)."""
     return CountOut(count=await queue.purge_dead_letters(topic, name, first=first, last=last))

@@ -5,15 +5,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 import pgqueue
 from pgqueue.publish import is_spec
+from service_publish.fields import Filter, Name, Offset, Start, Target, whole_numbers
 
 
 class Strict(BaseModel):
-    # A string under a field is its description in the OpenAPI document.
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # Strict: a value is taken only in the JSON type the document gives it ("5" is not an
+    # integer, true is not 1). A string under a field is its description in the document.
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        return whole_numbers(value, cls.model_fields[name].annotation) if name else value
 
 
 class Out(BaseModel):
@@ -24,7 +32,7 @@ class TopicIn(Strict):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"name": "orders", "description": "Orders placed"}]}
     )
-    name: str = Field(examples=["orders"])
+    name: Name = Field(examples=["orders"])
     """1-100 letters, digits, '.', '_' or '-'; the first a letter or digit."""
     description: str = ""
     """What the topic holds, for people."""
@@ -181,19 +189,18 @@ class BackoffIn(Strict):
     base_ms: int = Field(default=1000, ge=0)
     """The wait before the first retry, in milliseconds."""
     max_ms: int = Field(default=300_000, ge=0)
-    """The longest wait between retries, in milliseconds."""
+    """The longest wait between retries, in milliseconds; not below base_ms."""
 
 
 class SubscriberIn(Strict):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"name": "billing", "start": "earliest"}]}
     )
-    name: str = Field(examples=["billing"])
+    name: Name = Field(examples=["billing"])
     """1-100 letters, digits, '.', '_' or '-'; the first a letter or digit."""
-    start: int | str = Field(default="latest", examples=["earliest", "latest", 42])
-    """The first message it receives: an offset, earliest, latest, an ISO time or a
-    duration ago ("5m")."""
-    filter: dict[str, Any] | None = Field(
+    start: Start = Field(default="latest", examples=["earliest", "latest", 42])
+    """The first message it receives: an offset, earliest, latest or an ISO time."""
+    filter: Filter | None = Field(
         default=None, examples=[{"match": {"type": "order.*"}, "payload": {"region": "eu"}}]
     )
     """Only matching messages are delivered: "payload" and "headers" by JSON containment,
@@ -208,7 +215,7 @@ class SubscriberPatch(Strict):
     """Only the fields given change."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"max_attempts": 10}]})
-    filter: dict[str, Any] | None = None
+    filter: Filter | None = None
     """The new filter (see SubscriberIn)."""
     clear_filter: bool = False
     """Deliver every message from now on."""
@@ -253,7 +260,7 @@ class SubscriberOut(Out):
 class ResetIn(Strict):
     # A dry run: "Try it out" shows where the subscribers would go and moves nothing.
     model_config = ConfigDict(json_schema_extra={"examples": [{"to": "earliest", "dry_run": True}]})
-    to: int | str = Field(
+    to: Target = Field(
         examples=["earliest", "latest", 42, "2026-11-01T00:00:00Z", "5m", "-10", "+10"]
     )
     """The next message delivered: an offset, earliest, latest, an ISO time, a duration ago
@@ -294,9 +301,9 @@ class ReplayIn(Strict):
     """Which dead letters to deliver again; neither bound: all of them."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{}]})
-    first: int | None = Field(default=None, ge=1)
+    first: Offset | None = None
     """The lowest offset replayed."""
-    last: int | None = Field(default=None, ge=1)
+    last: Offset | None = None
     """The highest offset replayed."""
 
 

@@ -23,7 +23,8 @@ def _integer(description: str, **bounds: int) -> dict[str, Any]:
 
 
 TOPIC = _name("The topic's name.")
-ANY_TOPIC = _name("Only this topic (all topics when left out).")
+# Any text: a topic that does not exist lists nothing, an empty one means every topic.
+ANY_TOPIC = {"type": "string", "description": "Only this topic (all topics when left out)."}
 SUBSCRIBER_ID = _integer("The id /v1/subscribe returned.")
 
 INPUTS: dict[str, Declared] = {
@@ -38,7 +39,14 @@ INPUTS: dict[str, Declared] = {
     "/topic_delete": Declared({"topic": TOPIC}, required=("topic",)),
     "/topics": Declared({"topic": ANY_TOPIC}),
     "/publish": Declared(
-        {"topic": TOPIC, "message": {"type": "string", "minLength": 1, "description": "The text."}},
+        {
+            "topic": TOPIC,
+            "message": {
+                "minLength": 1,
+                "description": "The text (a JSON body may give another value: it is stored as "
+                "text).",
+            },
+        },
         required=("topic", "message"),
         examples=({"topic": "orders", "message": "order 1 placed"},),
     ),

@@ -12,6 +12,8 @@ from pgqueue.delivery import reject
 from pgqueue.publish import seconds
 from pgqueue.web.auth import require
 from pgqueue.web.state import QueueDep
+from service_publish.fields import LeaseToken, Offset
+from service_publish.schemas import Strict
 
 router = APIRouter(
     prefix="/subscribers/{subscriber_id}",
@@ -20,10 +22,8 @@ router = APIRouter(
 )
 
 
-class ClaimIn(BaseModel):
+class ClaimIn(Strict):
     model_config = ConfigDict(
-        extra="forbid",
-        use_attribute_docstrings=True,
         json_schema_extra={"examples": [{"max_messages": 10, "lease_ms": 30000}]},
     )
     max_messages: int = Field(default=1, ge=1, le=10_000)
@@ -50,15 +50,13 @@ class ClaimOut(BaseModel):
     messages: list[ClaimedOut]
 
 
-class AckIn(BaseModel):
+class AckIn(Strict):
     model_config = ConfigDict(
-        extra="forbid",
-        use_attribute_docstrings=True,
         json_schema_extra={"examples": [{"offsets": [1, 2], "lease_tokens": [7]}]},
     )
-    offsets: list[int] = Field(min_length=1, max_length=10_000)
+    offsets: list[Offset] = Field(min_length=1, max_length=10_000)
     """The offsets processed."""
-    lease_tokens: list[int] = Field(min_length=1, max_length=10_000)
+    lease_tokens: list[LeaseToken] = Field(min_length=1, max_length=10_000)
     """The lease tokens of the claims that returned them."""
 
 
@@ -69,15 +67,13 @@ class AckOut(BaseModel):
     """Offsets no longer leased to you: another consumer has them now."""
 
 
-class NackIn(BaseModel):
+class NackIn(Strict):
     model_config = ConfigDict(
-        extra="forbid",
-        use_attribute_docstrings=True,
         json_schema_extra={"examples": [{"offset": 1, "lease_token": 7, "error": "timeout"}]},
     )
-    offset: int
+    offset: Offset
     """The offset given back."""
-    lease_token: int
+    lease_token: LeaseToken
     """The lease token of the claim that returned it."""
     delay_ms: int | None = Field(default=None, ge=0, le=366 * 24 * 3600 * 1000)
     """Retry after this long instead of the subscriber's backoff."""

@@ -26,15 +26,24 @@ SCHEME = "HTTPBearer"  # the name FastAPI's own HTTPBearer would give it
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 REF = "#/components/schemas/{model}"
 # What pgqueue._check_name accepts, for the topic and subscriber names in paths.
+# Integers a JSON client holds exactly (a double's range, as in JavaScript); a bound this size
+# also survives FastAPI's conversion of the document's numbers to float.
+SAFE_INTEGER = 2**53
 NAME: dict[str, Any] = {
     "type": "string",
     "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
     "description": "1-100 letters, digits, '.', '_' or '-'; the first a letter or digit.",
 }
 IN_PATH: dict[str, dict[str, Any]] = {
-    "topic": {**NAME, "description": "The topic's name."},
-    "name": {**NAME, "description": "The subscriber's name."},
-    "subscriber_id": {"type": "integer", "description": "The subscriber's subscriber_id."},
+    "topic": {**NAME, "description": "The topic's name.", "examples": ["orders"]},
+    "name": {**NAME, "description": "The subscriber's name.", "examples": ["billing"]},
+    "subscriber_id": {
+        "type": "integer",
+        "minimum": 1,
+        "exclusiveMaximum": SAFE_INTEGER,
+        "description": "The subscriber's subscriber_id.",
+        "examples": [1],
+    },
 }
 
 
