@@ -80,6 +80,15 @@ ERRORS: dict[int, str] = {
     503: "The database is unavailable; try again later.",
 }
 
+# RFC 6750: a 401 names the scheme to authenticate with.
+CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": "Bearer",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
 
 @dataclass(frozen=True)
 class Declared:
@@ -227,6 +236,7 @@ def _document_errors(method: str, operation: dict[str, Any], *, guarded: bool) -
         responses[str(status)] = {
             "description": ERRORS[status],
             "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}},
+            **({"headers": CHALLENGE} if status == 401 else {}),
         }
     if guarded:
         operation.setdefault("security", [{SCHEME: []}])

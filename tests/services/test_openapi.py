@@ -71,6 +71,7 @@ def test_guarded_routes_declare_the_bearer_scheme(document: dict[str, Any]) -> N
         else:
             assert operation["security"] == [{name: []}], (method, path)
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
 
 
 def test_v1_operations_declare_their_inputs(document: dict[str, Any]) -> None:
