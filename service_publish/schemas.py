@@ -68,8 +68,11 @@ class TopicPatch(Strict):
 
 class TopicOut(Out):
     name: str
+    """The topic's name."""
     description: str
+    """What the topic holds, for people."""
     created_at: datetime
+    """When it was created."""
     retention_max_age_s: float | None
     """Messages older than this many seconds are removed; null: no age limit."""
     retention_max_count: int | None
@@ -154,33 +157,44 @@ class BatchIn(Strict):
 
 class PublishedOut(Out):
     topic: str
+    """The topic published to."""
     offset: int
     """The message's offset (the first one's, for a repeated idempotency key)."""
 
 
 class BatchPublishedOut(Out):
     topic: str
+    """The topic published to."""
     offsets: list[int]
     """In the order the messages were given."""
 
 
 class StoredMessageOut(Out):
     offset: int
+    """Its place in the topic's log, from 1."""
     message_id: int
     """Unique across topics; stable while the message is kept."""
     payload: Any
+    """The JSON value published."""
     headers: dict[str, str]
+    """String attributes given at publish ({} when none)."""
     key: str | None
+    """The ordering key given at publish."""
     correlation_id: str | None
+    """As given at publish."""
     reply_to: str | None
+    """As given at publish."""
     published_at: datetime
+    """When the publish committed."""
     available_at: datetime | None
     """Not delivered before this time (a delayed message); null: at once."""
 
 
 class MessagesOut(Out):
     topic: str
+    """The topic read."""
     messages: list[StoredMessageOut]
+    """In offset order."""
 
 
 class BackoffIn(Strict):
@@ -227,17 +241,23 @@ class SubscriberPatch(Strict):
 
 class SubscriberOut(Out):
     topic: str
+    """The topic it reads."""
     name: str
+    """Its name, unique within the topic."""
     subscriber_id: int
     """The id HTTP pull and v1 use."""
     position: int
     """Every offset up to here is done: acked, filtered out or dead-lettered."""
     filter: dict[str, Any] | None
+    """Only matching messages are delivered; null: all."""
     max_attempts: int
+    """Deliveries before a message goes to the dead letters."""
     backoff: BackoffIn
+    """The wait before a retry."""
     ephemeral: bool
     """Made for one WebSocket connection and removed with it."""
     created_at: datetime
+    """When it was created."""
 
     @classmethod
     def of(cls, s: pgqueue.Subscriber) -> SubscriberOut:
@@ -271,9 +291,13 @@ class ResetIn(Strict):
 
 class ResetRowOut(Out):
     topic: str
+    """The topic."""
     subscriber: str
+    """The subscriber reset."""
     old_position: int
+    """Its position before."""
     new_position: int
+    """Its position after (or, for a dry run, where it would go)."""
     applied: bool
     """False for a dry run."""
 
@@ -285,16 +309,21 @@ class ResetOut(Out):
 
 class DeadLetterOut(Out):
     offset: int
+    """The message's offset."""
     attempts: int
     """Deliveries made before it was given up."""
     last_error: str | None
     """What the last nack said."""
     dead_at: datetime
+    """When it was given up."""
     payload: Any
     """null once retention removed the message itself."""
     headers: dict[str, str] | None
+    """null once retention removed the message itself."""
     key: str | None
+    """null once retention removed the message itself."""
     published_at: datetime | None
+    """null once retention removed the message itself."""
 
 
 class ReplayIn(Strict):

@@ -35,19 +35,27 @@ class ClaimIn(Strict):
 class ClaimedOut(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
     topic: str
+    """The subscriber's topic."""
     offset: int
+    """The message's offset."""
     lease_token: int
     """Give it back with the ack or nack: a lease taken over since refuses it."""
     attempt: int
     """1 for the first delivery."""
     key: str | None
+    """The ordering key given at publish."""
     headers: dict[str, str]
+    """String attributes given at publish."""
     payload: Any
+    """The JSON value published."""
     published_at: datetime
+    """When the publish committed."""
 
 
 class ClaimOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
     messages: list[ClaimedOut]
+    """The messages now leased to you; empty when nothing is due."""
 
 
 class AckIn(Strict):
@@ -63,6 +71,7 @@ class AckIn(Strict):
 class AckOut(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
     acked: list[int]
+    """Offsets now done."""
     lost: list[int]
     """Offsets no longer leased to you: another consumer has them now."""
 

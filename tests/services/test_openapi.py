@@ -99,6 +99,12 @@ def test_every_operation_and_input_is_described(document: dict[str, Any]) -> Non
                 assert field.get("description"), (method, path, name)
 
 
+def test_every_field_of_every_body_is_described(document: dict[str, Any]) -> None:
+    for name, schema in document["components"]["schemas"].items():
+        for field, spec in schema.get("properties", {}).items():
+            assert spec.get("description"), f"{name}.{field}"
+
+
 def test_the_publish_example_publishes_once_now(document: dict[str, Any]) -> None:
     body = document["paths"]["/topics/{topic}/messages"]["post"]["requestBody"]
     # Swagger UI's "Try it out" sends the schema's first example when it has one.
