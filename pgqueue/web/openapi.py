@@ -214,6 +214,8 @@ def _document_path(operation: dict[str, Any]) -> None:
         if known is not None:
             parameter["schema"] = {**parameter["schema"], **known}
             parameter.setdefault("description", known["description"])
+            # What Swagger's "Try it out" pre-fills (it does not read the schema's examples).
+            parameter.setdefault("example", known["examples"][0])
 
 
 def _document_errors(method: str, operation: dict[str, Any], *, guarded: bool) -> None:
