@@ -21,6 +21,7 @@ from pgqueue.errors import (
 )
 from pgqueue.models import (
     DeadLetter,
+    Lease,
     Message,
     ResetResult,
     RetentionResult,
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidName",
     "InvalidPayload",
     "InvalidPosition",
+    "Lease",
     "LeaseLost",
     "Message",
     "PayloadTooLarge",

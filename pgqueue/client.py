@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -26,6 +28,7 @@ from pgqueue.errors import (
 from pgqueue.listener import Listener, ResetHandler
 from pgqueue.models import (
     DeadLetter,
+    Lease,
     Message,
     ResetResult,
     RetentionResult,
@@ -43,6 +46,8 @@ from pgqueue.targets import parse_target
 Acked = Message | int
 POOL_NAME = "pgqueue-pool"  # application_name in pg_stat_activity
 LISTENER_NAME = "pgqueue-listener"
+# Who holds a lease when the claimer gives no name: enough to find the process.
+DEFAULT_CONSUMER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Queue:
@@ -304,10 +309,12 @@ class Queue:
         *,
         lease: timedelta | float | None = None,
         ack: Sequence[Message] = (),
+        consumer: str | None = None,
     ) -> list[Message]:
         """Claims up to max_messages for a lease, in offset order.
 
-        `ack` acks earlier messages in the same transaction (one commit for both).
+        `ack` acks earlier messages in the same transaction (one commit for both). `consumer`
+        names the lease holder for operators (list_leases); default: host and process id.
         """
         if not self.listener.connected:
             # A consumer: from here on it hears resets and wake-ups (see pgqueue.listener).
@@ -320,6 +327,7 @@ class Queue:
             seconds(lease if lease is not None else self.settings.default_lease),
             [m.offset for m in ack] if ack else None,
             [m.lease_token for m in ack] if ack else None,
+            consumer or DEFAULT_CONSUMER,
         )
         messages = []
         for row in rows:
@@ -546,6 +554,11 @@ class Queue:
     ) -> list[SubscriberStats]:
         rows = await self._fetch("subscriber_stats", topic, subscriber)
         return [SubscriberStats.from_row(r) for r in rows]
+
+    async def leases(self, topic: str, subscriber: str, *, limit: int = 1000) -> list[Lease]:
+        """The subscriber's leases, live and run out, in offset order (who, since when)."""
+        rows = await self._fetch("list_leases", topic, subscriber, limit)
+        return [Lease.from_row(r) for r in rows]
 
     async def read(
         self, topic: str, *, from_offset: int = 1, limit: int = 100

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgqueue.delivery import reject
 from pgqueue.publish import seconds
 from pgqueue.web.auth import require
-from pgqueue.web.state import QueueDep
+from pgqueue.web.state import QueueDep, consumer_name
 
 router = APIRouter(
     prefix="/subscribers/{subscriber_id}",
@@ -65,10 +65,16 @@ class NackOut(BaseModel):
 
 
 @router.post("/claim", response_model=ClaimOut)
-async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep) -> Response:
+async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep, request: Request) -> Response:
     s = await queue.subscriber_by_id(subscriber_id)
     lease = seconds(body.lease_ms / 1000) if body.lease_ms else None
-    messages = await queue.claim(s.topic, s.name, body.max_messages, lease=lease)
+    messages = await queue.claim(
+        s.topic,
+        s.name,
+        body.max_messages,
+        lease=lease,
+        consumer=consumer_name("http", request.client),
+    )
     # Encoded one by one: the leases are committed, so a message that cannot be encoded
     # must cost only itself (nacked, retried, dead-lettered alone), not a 500 for the batch.
     encoded = []
