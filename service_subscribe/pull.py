@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgqueue.delivery import reject
 from pgqueue.publish import seconds
 from pgqueue.web.auth import require
-from pgqueue.web.state import QueueDep
+from pgqueue.web.state import QueueDep, consumer_name
 from service_publish.fields import LeaseToken, Offset
 from service_publish.schemas import Strict
 
@@ -97,11 +97,17 @@ class NackOut(BaseModel):
 
 
 @router.post("/claim", response_model=ClaimOut)
-async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep) -> Response:
+async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep, request: Request) -> Response:
     """Lease up to max_messages messages of the subscriber, for lease_ms."""
     s = await queue.subscriber_by_id(subscriber_id)
     lease = seconds(body.lease_ms / 1000) if body.lease_ms else None
-    messages = await queue.claim(s.topic, s.name, body.max_messages, lease=lease)
+    messages = await queue.claim(
+        s.topic,
+        s.name,
+        body.max_messages,
+        lease=lease,
+        consumer=consumer_name("http", request.client),
+    )
     # Encoded one by one: the leases are committed, so a message that cannot be encoded
     # must cost only itself (nacked, retried, dead-lettered alone), not a 500 for the batch.
     encoded = []
