@@ -263,7 +263,7 @@ async def test_a_websocket_publish_over_the_rate_gets_an_error_frame_not_a_close
         async with websockets.connect(f"{server.ws_url}/ws/topics/orders") as ws:
             assert (await frame(ws))["type"] == "welcome"
             await ws.send(json.dumps({"type": "publish", "payload": 1, "ref": "a"}))
-            assert (await frame(ws))["type"] == "published"
+            assert (await _reply(ws))["type"] == "published"
             await ws.send(json.dumps({"type": "publish", "payload": 2, "ref": "b"}))
             refused = await _reply(ws)
             assert (refused["type"], refused["code"]) == ("error", "rate_limited"), refused
