@@ -60,6 +60,7 @@ class Refused(Exception):
         self.detail = detail
 
 
+LINGER = 1.0  # seconds a refused connection is still read (and dropped) before it is closed
 _PHRASES = {
     408: b"Request Timeout",
     431: b"Request Header Fields Too Large",
@@ -83,6 +84,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_lines = 0
         self._unparsed_head_bytes = 0
+        self._refused = False
 
     # -- connection ------------------------------------------------------------------------
 
@@ -97,6 +99,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # a lingering close: read and dropped (see _refuse)
         self._unset_keepalive_if_required()
         in_head_before = self._in_head
         try:
@@ -227,7 +231,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _refuse(self, refusal: Refused) -> None:
         self._stop_head_deadline()
         self._stop_body_deadline()
-        if self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
             return
         body = json.dumps({"error": refusal.code, "detail": refusal.detail}).encode()
         head = [
@@ -239,7 +243,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if refusal.status == 503:
             head.append(b"retry-after: 1\r\n")
         self.transport.write(b"".join([*head, b"\r\n", body]))
-        self.transport.close()
+        # A lingering close: closing with unread data makes the kernel send a reset, which
+        # can destroy the answer before the client reads it (a client still sending a big
+        # head, say). So our side ends, and what still comes is read and dropped until the
+        # client closes (uvicorn closes on EOF), for LINGER seconds at most.
+        self._refused = True
+        self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)
 
     def _bad_request(self) -> None:
         msg = "Invalid HTTP request received."

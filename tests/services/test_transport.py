@@ -91,6 +91,22 @@ async def test_a_header_larger_than_the_limit_is_answered_431(settings: Settings
         assert _parse(await _exchange(server, fits))[0] == 200
 
 
+async def test_a_header_line_that_never_ends_is_answered_431(settings: Settings) -> None:
+    """httptools holds a header line until it ends: the server must not wait for that."""
+    with serving(_with(settings, http_max_header_bytes=8192)) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", _port(server))
+        try:
+            writer.write(GET + b"X-Endless: ")
+            with contextlib.suppress(OSError):  # the server stops reading at some point
+                for _ in range(64):  # 4 MiB, never a line end
+                    writer.write(b"a" * 65536)
+                    await writer.drain()
+            status, _, body = _parse(await within(reader.read()))
+        finally:
+            writer.close()
+        assert (status, body["error"]) == (431, "headers_too_large"), body
+
+
 async def test_too_many_header_lines_are_answered_431(settings: Settings) -> None:
     with serving(_with(settings, http_max_headers=20)) as server:
         many = GET + b"".join(b"X-H%d: 1\r\n" % i for i in range(20)) + b"\r\n"
