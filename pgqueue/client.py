@@ -43,6 +43,7 @@ from pgqueue.publish import batch_args, batch_params, message_args, seconds
 from pgqueue.queries import QUERIES
 from pgqueue.settings import Settings
 from pgqueue.targets import parse_target
+from pgqueue.watch import IdleWatch
 
 Acked = Message | int
 POOL_NAME = "pgqueue-pool"  # application_name in pg_stat_activity
@@ -70,6 +71,7 @@ class Queue:
         self.outage = Outage()
         listener.on_reset(self._note_reset, listen=False)
         self._batcher = Batcher(self._send_batch)
+        self.idle_watch = IdleWatch(self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -109,6 +111,7 @@ class Queue:
         return cls(pool, listener, settings, owns_pool=owns_pool)
 
     async def close(self) -> None:
+        await self.idle_watch.close()
         await self.listener.close()
         if self._owns_pool:
             await self.pool.close()
@@ -571,8 +574,16 @@ class Queue:
     async def idle_wait(self, topic: str, subscriber: str, poll_interval: float) -> float:
         """How long an idle consumer may sleep: until the next retry, delayed message or lease
         expiry of the subscriber falls due, and never longer than poll_interval."""
+        due = await self.seconds_until_due(topic, subscriber)
+        return poll_interval if due is None else min(poll_interval, due)
+
+    async def seconds_until_due(self, topic: str, subscriber: str) -> float | None:
+        """Seconds until the subscriber's next retry, delayed message or lease expiry falls
+        due (0: now, or a claim has more of the log to look at); None when nothing is
+        pending."""
         due: float | None = await self._fetchval("seconds_until_due", topic, subscriber)
-        return poll_interval if due is None else min(poll_interval, due + 0.005)
+        # A little late rather than early: a claim a moment before the due time finds nothing.
+        return None if due is None else due + 0.005
 
     async def ping(self, within: float = 2.0) -> None:
         """Raises DatabaseUnavailable unless the database answers within that many seconds."""

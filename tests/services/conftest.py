@@ -16,6 +16,7 @@ import uvicorn
 from pgqueue.migrate import RUNTIME_ROLE, as_role
 from pgqueue.settings import Settings
 from pgqueue.web.combined import create_app
+from pgqueue.web.serve import uvicorn_config
 
 
 @dataclass
@@ -35,12 +36,12 @@ def free_port() -> int:
 @contextmanager
 def serving(settings: Settings) -> Iterator[RunningServer]:
     port = free_port()
-    config = uvicorn.Config(
+    config = uvicorn_config(
         create_app(settings),
+        settings,
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        ws_max_size=settings.ws_max_frame_bytes,
         lifespan="on",
     )
     server = uvicorn.Server(config)
