@@ -560,6 +560,12 @@ class Queue:
         rows = await self._fetch("subscriber_stats", topic, subscriber)
         return [SubscriberStats.from_row(r) for r in rows]
 
+    async def subscribers_due(self, topic: str) -> dict[str, float | None]:
+        """Per subscriber of the topic: 0 when it has work now, else the seconds until a retry,
+        delayed message or lease falls due, or None; numbers in-transaction publishes first."""
+        rows = await self._fetch("subscribers_due", topic)
+        return {r["subscriber"]: r["seconds_until_due"] for r in rows}
+
     async def leases(self, topic: str, subscriber: str, *, limit: int = 1000) -> list[Lease]:
         """The subscriber's leases, live and run out, in offset order (who, since when)."""
         rows = await self._fetch("list_leases", topic, subscriber, limit)

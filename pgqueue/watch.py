@@ -5,10 +5,10 @@ A consumer whose claim found nothing, and whose subscriber has nothing falling d
 for its wake-up event alone. What sets it:
 
 - a NOTIFY on its topic, a reset, a poke (pgqueue.listener, pgqueue.delivery);
-- this watch. Every poll interval it makes one subscriber_stats call per topic that has
-  waiting consumers in this process, and wakes the consumers of every subscriber with a
-  lag: anything past a subscriber's position (new messages, leases, retries, delayed
-  messages) is work it may have, which its consumers' own claim and due-time check sort out;
+- this watch. Every poll interval it makes one pgqueue.subscribers_due call per topic that
+  has waiting consumers in this process (which first numbers committed in-transaction
+  publishes, as a claim would), and wakes the consumers of every subscriber with work now:
+  messages past its cursor, or a retry, delayed message or lease that has fallen due;
 - while the listener is not connected, every waiting consumer, every poll interval, as if it
   polled alone: notifications are being lost, and a message published inside a transaction
   gets its offset from a claim (or a publish) on its topic, so the check could not see it.
@@ -94,13 +94,13 @@ class IdleWatch:
             self._wake(key, None)
             return
         try:
-            stats = await self._queue.subscriber_stats(topic)
+            due = await self._queue.subscribers_due(topic)
         except PgQueueError as error:
             # Their claims meet the same error and handle it (an outage: with back-off).
             log.debug("idle check of topic %s failed: %s", topic, error)
             self._wake(key, None)
             return
-        idle = {s.subscriber for s in stats if s.lag == 0}
+        idle = {name for name, seconds in due.items() if seconds is None or seconds > 0}
         self._wake(key, idle)
 
     def _wake(self, key: _Key, idle: set[str] | None) -> None:

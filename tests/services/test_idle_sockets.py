@@ -76,5 +76,5 @@ async def test_idle_websockets_share_one_check_per_topic_and_interval(
     assert queries["seconds_until_due"] <= 2 * SOCKETS, queries
     # Idle, the topic costs one shared check per interval (and one for a turn under way),
     # where each socket made a claim and a due-time check per interval before: 1,500 here.
-    assert window["subscriber_stats"] <= intervals + 2, window
+    assert window["subscribers_due"] <= intervals + 2, window
     assert sum(window.values()) <= 4 * SOCKETS + intervals + 2, window
