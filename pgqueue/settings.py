@@ -83,5 +83,13 @@ class Settings(BaseSettings):
         default=".pgqueue/pgdata", description="Data directory of the embedded PostgreSQL."
     )
 
+    # -- metrics
+    metrics_cache: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds a /metrics scrape reuses the database statistics the one before "
+        "read (0: every scrape reads them).",
+    )
+
     def dsn(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None

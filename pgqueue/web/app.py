@@ -7,7 +7,7 @@ from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from pgqueue.settings import Settings
-from pgqueue.web import errors, methods, openapi
+from pgqueue.web import errors, methods, metrics, openapi
 from pgqueue.web.limits import BodyLimit
 from pgqueue.web.state import queue_lifespan
 
@@ -38,4 +38,5 @@ def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     methods.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    metrics.install(app)
     return app
