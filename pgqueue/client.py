@@ -39,6 +39,7 @@ from pgqueue.models import (
     Topic,
     TopicStats,
 )
+from pgqueue.observer import Observer
 from pgqueue.publish import batch_args, batch_params, message_args, seconds
 from pgqueue.queries import QUERIES
 from pgqueue.settings import Settings
@@ -72,6 +73,7 @@ class Queue:
         listener.on_reset(self._note_reset, listen=False)
         self._batcher = Batcher(self._send_batch)
         self.idle_watch = IdleWatch(self)
+        self.observer = Observer()  # the servers set theirs, which counts for /metrics
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -201,14 +203,17 @@ class Queue:
         # A keyed publish waits while another open transaction holds the same key; batched,
         # it would hold up every message that happened to share its round trip.
         if self.settings.publish_batching and idempotency_key is None:
-            return await self._batcher.publish(args)
-        offset: int = await self._fetchval("publish_and_commit", *args)
+            offset = await self._batcher.publish(args)
+        else:
+            offset = await self._fetchval("publish_and_commit", *args)
+        self.observer.published(topic, 1)
         return offset
 
     async def publish_many(self, topic: str, messages: Sequence[Any]) -> list[int]:
         """Publishes and commits a batch (payloads, or mappings with "payload" and options)."""
         args = batch_args(topic, messages, limit=self.settings.max_payload_bytes)
         offsets: list[int] = await self._fetchval("publish_batch_and_commit", *args)
+        self.observer.published(topic, len(offsets))
         return offsets
 
     async def _send_batch(self, topic: str, rows: list[tuple[Any, ...]]) -> list[int]:
@@ -270,7 +275,9 @@ class Queue:
             ephemeral,
             owner,
         )
-        return Subscriber.from_row(row)
+        created = Subscriber.from_row(row)
+        self.observer.subscribed(created)
+        return created
 
     async def alter_subscriber(
         self,
@@ -297,6 +304,7 @@ class Queue:
 
     async def unsubscribe(self, topic: str, name: str) -> None:
         await self._fetchval("delete_subscriber", topic, name)
+        self.observer.unsubscribed(topic, name)
 
     async def list_subscribers(self, topic: str | None = None) -> list[Subscriber]:
         return [Subscriber.from_row(r) for r in await self._fetch("list_subscribers", topic)]
@@ -334,6 +342,9 @@ class Queue:
             [m.lease_token for m in ack] if ack else None,
             consumer or DEFAULT_CONSUMER,
         )
+        if ack:
+            self.observer.acked(topic, subscriber, len(ack))
+        self.observer.claimed(topic, subscriber, len(rows))
         messages = []
         for row in rows:
             try:
@@ -369,6 +380,7 @@ class Queue:
         if not offsets:
             return []
         done: list[int] = await self._fetchval("ack", topic, subscriber, offsets, tokens)
+        self.observer.acked(topic, subscriber, len(done))
         if strict and len(done) < len(set(offsets)):
             lost = sorted(set(offsets) - set(done))
             raise LeaseLost(f"{topic}/{subscriber}: offsets {lost} are no longer leased to you")
@@ -407,6 +419,7 @@ class Queue:
         )
         if state == "lost":
             raise LeaseLost(f"{topic}/{subscriber}: offset {offset} is no longer leased to you")
+        self.observer.nacked(topic, subscriber, state)
         return state
 
     async def extend_lease(

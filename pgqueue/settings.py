@@ -140,5 +140,13 @@ class Settings(BaseSettings):
         default=200, ge=1, description="Admin calls a token may make at once above the rate."
     )
 
+    # -- metrics
+    metrics_cache: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds a /metrics scrape reuses the database statistics the one before "
+        "read (0: every scrape reads them).",
+    )
+
     def dsn(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None

@@ -8,7 +8,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.requests import ClientDisconnect
 
 from pgqueue.settings import Settings
-from pgqueue.web import errors, methods, openapi, rates
+from pgqueue.web import errors, methods, metrics, openapi, rates
 from pgqueue.web.caps import WebSocketCaps
 from pgqueue.web.limits import BodyLimit
 from pgqueue.web.state import queue_lifespan
@@ -44,6 +44,7 @@ def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(WebSocketCaps, settings=settings)
+    metrics.install(app)
     return app
 
 
