@@ -1,7 +1,7 @@
 """Gauges of what the database holds and of the pool, read when Prometheus scrapes.
 
-A refresh costs the database one topic_stats, one subscriber_stats and one list_subscribers
-call (the last tells ephemeral subscribers, named at random, from named ones). Scrapes within
+A refresh costs the database one topic_stats and one subscriber_stats call (which tells
+ephemeral subscribers, named at random, from named ones). Scrapes within
 metrics_cache seconds of a refresh reuse it, and scrapes that arrive together share one. When
 the database does not answer, pgqueue_database_up is 0 and its gauges are left out, while the
 process's own metrics still go out: an outage is when an operator needs them most.
@@ -114,7 +114,6 @@ async def _read(queue: pgqueue.Queue) -> Snapshot:
         async with asyncio.timeout(READ_TIMEOUT):
             topics = await queue.topic_stats()
             subscribers = await queue.subscriber_stats()
-            kinds = {(s.topic, s.name): s.ephemeral for s in await queue.list_subscribers()}
     except pgqueue.DatabaseUnavailable:
         return Snapshot()  # the Queue has logged the outage
     except (pgqueue.PgQueueError, TimeoutError) as error:
@@ -123,10 +122,7 @@ async def _read(queue: pgqueue.Queue) -> Snapshot:
     folded: dict[tuple[str, str], dict[str, float]] = {}
     positions: dict[tuple[str, str], int] = {}
     for s in subscribers:
-        ephemeral = kinds.get((s.topic, s.subscriber))
-        if ephemeral is None:  # removed between the two reads
-            continue
-        if not ephemeral:
+        if not s.ephemeral:
             folded[(s.topic, s.subscriber)] = {a: getattr(s, a) for a in SUBSCRIBER_GAUGES}
             positions[(s.topic, s.subscriber)] = s.position
             continue
