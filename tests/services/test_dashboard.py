@@ -18,10 +18,11 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 import pgqueue
 from pgqueue.settings import Settings
-from pgqueue.web.ui.views import PublishRates
 from tests.services.conftest import RunningServer, serving
 
+# Read at import: the suite's autouse fixture hides PGQUEUE_* variables from the tests.
 CHROMIUM = Path(os.environ.get("PGQUEUE_CHROMIUM", "/usr/bin/chromium"))
+SCREENSHOTS = os.environ.get("PGQUEUE_SCREENSHOTS")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 REPO = Path(__file__).resolve().parents[2]
 TOKENS = {"admin-token": ["admin"], "pub-token": ["publish"]}
@@ -74,8 +75,8 @@ def secured(database_dsn: str) -> Iterator[RunningServer]:
 
 async def screenshot(page: Page, name: str) -> None:
     """Saves the page for the docs when PGQUEUE_SCREENSHOTS names a directory."""
-    if folder := os.environ.get("PGQUEUE_SCREENSHOTS"):
-        target = Path(folder) if Path(folder).is_absolute() else REPO / folder
+    if SCREENSHOTS:
+        target = Path(SCREENSHOTS) if Path(SCREENSHOTS).is_absolute() else REPO / SCREENSHOTS
         target.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(target / f"{name}.png"), full_page=True)
 
@@ -119,7 +120,6 @@ async def test_every_page_shows_the_queue(
     await expect(orders).to_contain_text("100,000 messages")  # retention
     await expect(orders).to_contain_text("KiB")  # the log's size on disk
     await expect(page.locator('#topics tr[data-topic="payments"]')).to_contain_text("7d")
-    await screenshot(page, "topics")
 
     await orders.get_by_role("link", name="orders").click()
     await expect(page.locator("h1")).to_have_text("Topic orders")
@@ -147,6 +147,11 @@ async def test_every_page_shows_the_queue(
     await expect(letter).to_contain_text("card declined")
     await expect(letter.locator(".payload")).to_have_text('{"order":1,"total":10}')
     await screenshot(page, "subscriber")
+
+    # Seen a second time, a topic has a publish rate (from the two samples of its offsets).
+    await page.goto(f"{server.url}/ui")
+    await expect(orders.locator(".last-offset")).to_have_text("31")
+    await screenshot(page, "topics")
 
 
 async def test_replay_of_a_dead_letter_delivers_it_again(
@@ -276,6 +281,8 @@ async def test_pages_load_nothing_from_elsewhere(server: RunningServer) -> None:
 
 
 def test_publish_rate_comes_from_successive_samples() -> None:
+    from pgqueue.web.ui.views import PublishRates  # here: the other tests run without it
+
     now = [100.0]
     rates = PublishRates(clock=lambda: now[0])
     assert rates.observe("t", 10) is None  # one sample is no rate
