@@ -114,12 +114,13 @@ def serve(
 
         pgdata = Path(settings.embedded_pgdata)
         err.print(f"starting embedded PostgreSQL in {pgdata}", highlight=False)
-        migrate_dsn: str | None = embedded.start(pgdata)
+        superuser_dsn = embedded.start(pgdata)
         # Migrated by the superuser, served by the runtime role: the server never has
         # more rights than calling the API gives.
         os.environ["PGQUEUE_DATABASE_URL"] = migrations.as_role(
-            migrate_dsn, migrations.RUNTIME_ROLE
+            superuser_dsn, migrations.RUNTIME_ROLE
         )
+        migrate_dsn: str | None = superuser_dsn
         # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python
         # (not the default action) lets atexit stop the embedded server too.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import consumer, delivery
+from pgqueue import consumer, delivery, schema
 from pgqueue.availability import Outage, keep_trying
 from pgqueue.batcher import Batcher
 from pgqueue.codec import encode, join_array
@@ -23,6 +23,7 @@ from pgqueue.errors import (
     InvalidFilter,
     LeaseLost,
     PgQueueError,
+    SchemaMismatch,
     translated,
 )
 from pgqueue.listener import Listener, ResetHandler
@@ -97,6 +98,7 @@ class Queue:
                 ),
                 give_up_after=settings.connect_timeout,
             )
+        await _check_schema(pool)
         # Listens from the first consumer on (see pgqueue.listener). Always named: an operator
         # looking at pg_stat_activity tells the LISTEN connection from the pool's.
         listener = Listener(
@@ -686,3 +688,15 @@ class connect:
     ) -> None:
         if self._queue is not None:
             await self._queue.close()
+
+
+async def _check_schema(pool: asyncpg.Pool) -> None:
+    """Fails at once, with what to do, when the database is not at this code's revision
+    (rather than with a missing function at the first call)."""
+    async with pool.acquire() as conn:
+        found = await schema.schema_revision(conn)
+    if found != schema.SCHEMA_REVISION:
+        at = f"at revision {found}" if found else "without the pgqueue schema"
+        raise SchemaMismatch(
+            f"database {at}, this pgqueue needs {schema.SCHEMA_REVISION}: run `pgqueue migrate`"
+        )

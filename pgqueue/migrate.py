@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,20 +19,25 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 
-ROOT = Path(__file__).resolve().parent.parent
-ALEMBIC_INI = ROOT / "alembic.ini"
-FUNCTIONS_DIR = ROOT / "db" / "functions"
+from pgqueue.schema import RUNTIME_ROLE, SCHEMA_REVISION, VERSION_TABLE
 
-# The role servers and applications connect as: it may call the API and nothing else (see
-# db/functions/99_privileges.sql). The migrations create it, and pgqueue_owner, which owns
-# the schema.
-RUNTIME_ROLE = "pgqueue_runtime"
+__all__ = ["RUNTIME_ROLE", "SCHEMA_REVISION"]
+
+# The migrations and SQL ship inside the package (pgqueue/db links to the checkout's db/), so
+# `pip install pgqueue` + `pgqueue migrate` works anywhere.
+DB_DIR = Path(str(resources.files("pgqueue") / "db"))
+MIGRATIONS_DIR = DB_DIR / "migrations"
+FUNCTIONS_DIR = DB_DIR / "functions"
 
 
 def alembic_config(dsn: str) -> Config:
-    if not ALEMBIC_INI.exists():
-        raise FileNotFoundError(f"{ALEMBIC_INI} not found: run from a pgqueue checkout")
-    config = Config(str(ALEMBIC_INI))
+    """The same configuration as alembic.ini (kept for the alembic command in a checkout),
+    without needing the file."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_table", VERSION_TABLE)
+    config.set_main_option("version_table_schema", "public")
     config.attributes["dsn"] = dsn
     return config
 
@@ -47,6 +53,11 @@ def downgrade(dsn: str, revision: str = "base") -> None:
 def function_sources() -> list[Path]:
     """The current function definitions, in the order they are applied."""
     return sorted(FUNCTIONS_DIR.glob("*.sql"))
+
+
+def schema_source() -> Path:
+    """The current tables, indexes, types and roles (db/schema.sql)."""
+    return DB_DIR / "schema.sql"
 
 
 def as_role(dsn: str, role: str) -> str:

@@ -24,7 +24,7 @@ CREATEROLE that may become pgqueue_owner.
 
 from __future__ import annotations
 
-from db.migrations.helpers import VERSIONS, run_frozen, run_previous, run_script
+from pgqueue.db.migrations.helpers import VERSIONS, run_frozen, run_previous, run_script
 
 revision = "0005"
 down_revision = "0004"
