@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from pgqueue.settings import Settings
+from pgqueue.web import ui
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -15,4 +16,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.title = "pgqueue"
     app.summary = "A durable topic queue in PostgreSQL: REST, WebSocket, and the v1 API."
     install_routes(app)
+    app.include_router(ui.router)
     return app
