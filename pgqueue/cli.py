@@ -703,7 +703,8 @@ def top(
 
 @app.command()
 def shell(dsn: Dsn = None) -> None:
-    """An interactive prompt: pub, batch, periodic, sub, unsub, listen, stop, stats, exit."""
+    """An interactive prompt: topics, create, pub, batch, periodic, sub, unsub, listen, stop,
+    stats, exit (line editing and history at a terminal)."""
     from pgqueue.shell import Shell
 
     if not dsn:
