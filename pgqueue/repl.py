@@ -79,10 +79,17 @@ def readable(body: Any) -> Any:
     return body
 
 
-def _short(value: Any, width: int = 40) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = repr(text) if isinstance(value, str) else text
+def _short(value: Any, width: int = 40, *, quote: bool = True) -> str:
+    if isinstance(value, str):
+        text = repr(value) if quote else value
+    else:
+        text = json.dumps(value, default=str)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cell(value: Any) -> Any:
+    """What a rich table shows for a value: nested replies as tables, the rest as text."""
+    return value if isinstance(value, Reply | Replies) else _short(value, 80, quote=False)
 
 
 class Reply(dict[str, Any]):
@@ -94,7 +101,7 @@ class Reply(dict[str, Any]):
     def __rich__(self) -> Table:
         grid = Table(box=None, show_header=False)
         for key, value in self.items():
-            grid.add_row(key, _short(value, 80))
+            grid.add_row(key, _cell(value))
         return grid
 
 
@@ -112,7 +119,7 @@ class Replies(list[Any]):
         columns = list(dict.fromkeys(key for item in self for key in item))
         grid = Table(*columns, box=None, header_style="bold")
         for item in self:
-            grid.add_row(*("" if k not in item else _short(item[k]) for k in columns))
+            grid.add_row(*("" if k not in item else _cell(item[k]) for k in columns))
         return grid
 
 
@@ -227,7 +234,8 @@ class QPublisher(_Client):
         body = self._call(
             "GET", f"/topics/{topic}/messages", params={"from": from_offset, "limit": limit}
         )
-        return list(body["messages"])
+        messages: list[Any] = body["messages"]  # Replies: a list that prints compactly
+        return messages
 
     def create_subscriber(self, topic: str, name: str, **options: Any) -> Any:
         """options: start, filter, max_attempts, backoff {base_ms, max_ms}."""
@@ -243,7 +251,10 @@ class QPublisher(_Client):
             if subscriber
             else f"/topics/{topic}/reset"
         )
-        return list(self._call("POST", path, json_body={"to": to, "dry_run": dry_run})["results"])
+        results: list[Any] = self._call("POST", path, json_body={"to": to, "dry_run": dry_run})[
+            "results"
+        ]
+        return results
 
     def stats(self) -> Any:
         return self._call("GET", "/stats")
@@ -334,7 +345,8 @@ class QSubscriber(_Client):
             f"/subscribers/{self._id()}/claim",
             json_body={"max_messages": max_messages, "lease_ms": lease_ms},
         )
-        return list(body["messages"])
+        messages: list[Any] = body["messages"]  # Replies: a list that prints compactly
+        return messages
 
     def ack(self, messages: list[Mapping[str, Any]]) -> Any:
         return self._call(
