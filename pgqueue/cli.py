@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 import pgqueue
 from pgqueue.settings import Settings
@@ -49,7 +51,10 @@ Dsn = Annotated[
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # One line, never wrapped: a database HINT joins the message instead of a second line.
+    parts = (line.strip().removeprefix("HINT:").strip() for line in message.splitlines())
+    text = Text.assemble(("error:", "red"), " ", "; ".join(p for p in parts if p))
+    err.print(text, soft_wrap=True, highlight=False)
     return typer.Exit(1)
 
 
@@ -59,6 +64,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except pgqueue.PgQueueError as error:
         raise fail(str(error)) from None
+    except asyncpg.ClientConfigurationError as error:  # a --dsn asyncpg cannot read
+        raise fail(f"bad database URL: {error}") from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -328,7 +335,10 @@ def publish(
     dsn: Dsn = None,
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="k=v")] = None,
     key: Annotated[str | None, typer.Option()] = None,
-    file: Annotated[Path | None, typer.Option(help="One JSON payload per line.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, readable=True, help="One JSON per line."),
+    ] = None,
     count: Annotated[int, typer.Option(min=1, help="Publish the payload this many times.")] = 1,
 ) -> None:
     """Publish a message, a repeated message, or a file of them (with a progress bar)."""
@@ -385,15 +395,18 @@ def _show(message: Any, as_json: bool) -> None:
 def tail(
     topic: str,
     dsn: Dsn = None,
-    from_offset: Annotated[int | None, typer.Option("--from", help="First offset.")] = None,
-    last: Annotated[int, typer.Option(help="Without --from: the last N messages.")] = 10,
+    from_offset: Annotated[int | None, typer.Option("--from", min=1, help="First offset.")] = None,
+    last: Annotated[int, typer.Option(min=1, help="Without --from: the last N messages.")] = 10,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new ones.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Print messages of a topic without consuming them."""
 
     async def action(q: pgqueue.Queue) -> None:
-        [stats] = await q.topic_stats(topic)
+        found = await q.topic_stats(topic)
+        if not found:
+            raise pgqueue.TopicNotFound(f"topic {topic!r} does not exist")
+        [stats] = found
         position = from_offset if from_offset is not None else max(1, stats.last_offset - last + 1)
         with q.listener.waiter(topic) as wake:
             while True:
@@ -416,7 +429,9 @@ def consume(
     subscriber: str,
     dsn: Dsn = None,
     batch: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
-    limit: Annotated[int | None, typer.Option("--max", help="Stop after N messages.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--max", min=1, help="Stop after N messages.")
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait for more.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pgqueue.client import Queue
+from pgqueue.errors import TopicNotFound
 from pgqueue.models import SubscriberStats, TopicStats
 
 
@@ -27,6 +28,8 @@ class Sample:
 
 async def take_sample(queue: Queue, topic: str | None) -> Sample:
     topics = await queue.topic_stats(topic)
+    if topic is not None and not topics:
+        raise TopicNotFound(f"topic {topic!r} does not exist")
     subscribers = await queue.subscriber_stats(topic)
     return Sample(time.monotonic(), topics, subscribers)
 

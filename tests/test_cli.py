@@ -483,6 +483,9 @@ async def test_bad_command_lines_are_one_line_errors(database_dsn: str) -> None:
         ("nonsense",),
         ("top", "--interval", "x"),
         ("publish",),
+        ("publish", "t", "--file", "/nonexistent/messages.jsonl"),
+        ("tail", "t", "--from", "0"),
+        ("consume", "t", "s", "--max", "-1"),
     ):
         proc = await asyncio.create_subprocess_exec(
             *PGQUEUE,
@@ -496,3 +499,23 @@ async def test_bad_command_lines_are_one_line_errors(database_dsn: str) -> None:
         lines = stderr.decode().strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, lines)
         assert stdout == b""
+
+
+async def test_refusals_are_one_line_errors(database_dsn: str) -> None:
+    dsn = database_dsn
+    await cli("topics", "create", "t", dsn=dsn)
+    for args, message in (
+        (("tail", "nope"), "error: topic 'nope' does not exist"),
+        (("top", "nope", "--once"), "error: topic 'nope' does not exist"),
+        (
+            ("topics", "create", "bad!name"),
+            "error: invalid topic name 'bad!name'; names are 1-100 characters",
+        ),
+        (
+            ("reset", "t", "--to", "99999999999999999999"),
+            "error: not a position: 99999999999999999999 is out of range",
+        ),
+        (("stats", "--dsn", "not-a-url"), "error: bad database URL: invalid DSN"),
+    ):
+        text = await cli(*args, dsn=dsn, ok=False)
+        assert len(text.strip().splitlines()) == 1 and text.startswith(message), (args, text)
