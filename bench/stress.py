@@ -7,6 +7,10 @@ the subscriber started and the topic's last reset point; messages below a reset 
 skipped by design, and a v1 ack racing a reset may legally move the position past messages the
 subscriber had already received. Duplicates and throughput are reported; the exit status is 1
 when anything is lost.
+
+While it runs, a line every few seconds shows the progress (from the server's /stats). The
+results are broken down by client kind, and duplicates are split into redeliveries that the
+script's own resets caused and the others (see EXPLANATION).
 """
 
 from __future__ import annotations
@@ -35,6 +39,21 @@ import pgqueue
 
 PUBLISH_SHARE = 0.7  # resets stop after this share of the run, so the end state is checkable
 DRAIN_SECONDS = 120.0  # after publishing, how long subscribers may take to catch up
+PROGRESS_EVERY = 5.0  # seconds between progress lines
+
+EXPLANATION = """\
+what the numbers mean:
+  committed       publishes whose call returned an offset (REST one by one, REST batches of
+                  10, the v1 /publish); only these count for loss
+  deliveries      messages handed to a subscriber, repeats included
+  unique          distinct offsets a subscriber received
+  after resets    a repeat of an offset the subscriber had already received, after this
+                  script reset the topic to a point at or below it: a reset rewinds the
+                  subscribers, so these repeats are the reset working, not a fault
+  other repeats   a repeat with no reset in between: at-least-once redelivery (a lease ran
+                  out, an ack lost a race with a reset, a v1 read came again before its ack)
+  lost            committed messages at or above the subscriber's start and the topic's last
+                  reset point that it never received: must be 0"""
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,7 @@ def publisher(plan: Plan, number: int) -> None:
 
 async def _publisher(plan: Plan, number: int) -> None:
     rng = random.Random(plan.seed * 1000 + number)
-    committed: list[tuple[str, int]] = []
+    committed: list[tuple[str, int, str]] = []  # topic, offset, how it was published
     resets: list[dict[str, Any]] = []
     deadline = time.time() + plan.seconds
     reset_until = time.time() + plan.seconds * PUBLISH_SHARE
@@ -75,16 +94,16 @@ async def _publisher(plan: Plan, number: int) -> None:
                 body = {"messages": [{"payload": f"p{number}-{i}-{j}"} for j in range(10)]}
                 response = await http.post(f"/topics/{topic}/messages/batch", json=body)
                 if response.status_code == 201:
-                    committed += [(topic, o) for o in response.json()["offsets"]]
+                    committed += [(topic, o, "rest batch") for o in response.json()["offsets"]]
             elif roll < 0.7:
                 response = await http.post(
                     f"/topics/{topic}/messages", json={"payload": f"p{number}-{i}"}
                 )
                 if response.status_code == 201:
-                    committed.append((topic, response.json()["offset"]))
+                    committed.append((topic, response.json()["offset"], "rest"))
             else:
                 reply = await asyncio.to_thread(v1.publish_message, topic, f"v1-{number}-{i}")
-                committed.append((topic, int(reply["offset"])))
+                committed.append((topic, int(reply["offset"]), "v1"))
             i += 1
     v1.close()
     _write(plan.out / f"publisher-{number}.json", {"committed": committed, "resets": resets})
@@ -130,7 +149,7 @@ class Drain:
 async def _subscriber(
     plan: Plan, kind: str, number: int, topic: str, ready: Any, done: Any
 ) -> None:
-    seen: list[int] = []
+    seen: list[tuple[int, float]] = []  # offset, when it arrived
     start = 0
     async with httpx.AsyncClient(base_url=plan.url, timeout=30) as http:
         if kind == "v1":
@@ -151,7 +170,7 @@ async def _subscriber(
                 if not batch:
                     await asyncio.sleep(0.05)
                     continue
-                seen += [int(m["_offset"]) for m in batch]
+                seen += [(int(m["_offset"]), time.time()) for m in batch]
                 last = batch[-1]
                 await asyncio.to_thread(v1.ack_message, int(last["_offset"]), last["_epoch"])
             v1.close()
@@ -170,7 +189,7 @@ async def _subscriber(
                 if not claimed:
                     await asyncio.sleep(0.05)
                     continue
-                seen += [m["offset"] for m in claimed]
+                seen += [(m["offset"], time.time()) for m in claimed]
                 await http.post(
                     f"/subscribers/{sub_id}/ack",
                     json={
@@ -188,7 +207,7 @@ async def _subscriber(
                 ready.wait()
                 while await drain.more(http):
                     offsets = await _take_frames(ws)
-                    seen += offsets
+                    seen += [(o, time.time()) for o in offsets]
                     if offsets:
                         await ws.send(json.dumps({"type": "ack", "offsets": offsets}))
     _write(
@@ -215,38 +234,118 @@ async def _take_frames(ws: Any) -> list[int]:
 # -- checker ------------------------------------------------------------------------------
 
 
+@dataclass
+class Tally:
+    """One client kind's figures."""
+
+    clients: int = 0
+    deliveries: int = 0
+    unique: int = 0
+    after_resets: int = 0
+    other_repeats: int = 0
+    lost: int = 0
+
+
+def _repeats(seen: list[tuple[int, float]], resets: list[tuple[float, int]]) -> tuple[int, int]:
+    """Repeats a reset explains (one at or below the offset came between the two
+    deliveries), and the others."""
+    last_seen: dict[int, float] = {}
+    after_resets = other = 0
+    for offset, at in seen:
+        before = last_seen.get(offset)
+        last_seen[offset] = at
+        if before is None:
+            continue
+        if any(before <= when <= at and point <= offset for when, point in resets):
+            after_resets += 1
+        else:
+            other += 1
+    return after_resets, other
+
+
 def check(out: Path, seconds: float) -> int:
     committed: dict[str, set[int]] = {}
-    last_reset: dict[str, tuple[float, int]] = {}
+    published: Counter[str] = Counter()
+    resets: dict[str, list[tuple[float, int]]] = {}
     for path in out.glob("publisher-*.json"):
         data = json.loads(path.read_text())
-        for topic, offset in data["committed"]:
+        for topic, offset, kind in data["committed"]:
             committed.setdefault(topic, set()).add(offset)
+            published[kind] += 1
         for r in data["resets"]:
-            if r["topic"] not in last_reset or r["at"] > last_reset[r["topic"]][0]:
-                last_reset[r["topic"]] = (r["at"], r["point"])
-    lost = duplicates = delivered = 0
+            resets.setdefault(r["topic"], []).append((r["at"], r["point"]))
+    kinds: dict[str, Tally] = {}
     for path in sorted(out.glob("subscriber-*.json")):
         data = json.loads(path.read_text())
-        topic, seen = data["topic"], Counter(data["seen"])
-        threshold = max(data["start"] + 1, last_reset.get(topic, (0.0, 1))[1])
-        missing = {o for o in committed.get(topic, set()) if o >= threshold} - set(seen)
-        lost += len(missing)
-        duplicates += sum(n - 1 for n in seen.values() if n > 1)
-        delivered += sum(seen.values())
+        topic, seen = data["topic"], [(o, at) for o, at in data["seen"]]
+        tally = kinds.setdefault(data["kind"], Tally())
+        last_point = max(resets.get(topic, [(0.0, 1)]))[1]
+        threshold = max(data["start"] + 1, last_point)
+        received = {o for o, _ in seen}
+        missing = {o for o in committed.get(topic, set()) if o >= threshold} - received
+        after_resets, other = _repeats(seen, resets.get(topic, []))
+        tally.clients += 1
+        tally.deliveries += len(seen)
+        tally.unique += len(received)
+        tally.after_resets += after_resets
+        tally.other_repeats += other
+        tally.lost += len(missing)
         if missing:
             print(f"{data['name']} on {topic} missed {sorted(missing)[:20]}", file=sys.stderr)
-    total = sum(len(v) for v in committed.values())
-    resets = sum(
-        1 for p in out.glob("publisher-*.json") for _ in json.loads(p.read_text())["resets"]
-    )
+    _report(published, sum(len(r) for r in resets.values()), kinds, seconds)
+    return 1 if any(t.lost for t in kinds.values()) else 0
+
+
+def _report(published: Counter[str], resets: int, kinds: dict[str, Tally], seconds: float) -> None:
+    total = sum(published.values())
+    delivered = sum(t.deliveries for t in kinds.values())
     print(f"committed {total} messages, {resets} resets, {delivered} deliveries")
     print(
         f"throughput {total / seconds:.0f} msg/s published, {delivered / seconds:.0f} deliveries/s"
     )
-    print(f"duplicates {duplicates}")
-    print(f"lost {lost}")
-    return 1 if lost else 0
+    print()
+    print("publishers (committed messages): " + ", ".join(f"{k} {n}" for k, n in published.items()))
+    names = {"v1": "v1 subscriber", "pull": "pull subscriber", "ws": "websocket subscriber"}
+    print(
+        f"{'subscribers':<22}{'clients':>8}{'deliveries':>12}{'unique':>10}"
+        f"{'after resets':>14}{'other repeats':>15}{'lost':>6}"
+    )
+    for kind, t in kinds.items():
+        print(
+            f"{names.get(kind, kind):<22}{t.clients:>8}{t.deliveries:>12}{t.unique:>10}"
+            f"{t.after_resets:>14}{t.other_repeats:>15}{t.lost:>6}"
+        )
+    print()
+    print(EXPLANATION)
+    print()
+    after = sum(t.after_resets for t in kinds.values())
+    other = sum(t.other_repeats for t in kinds.values())
+    print(f"duplicates {after + other} ({after} after resets, {other} other)")
+    print(f"lost {sum(t.lost for t in kinds.values())}")
+
+
+def _progress(url: str, started: float, phase: str) -> None:
+    """One line of what the server has: messages published, and how far behind the
+    subscribers are."""
+    try:
+        stats = httpx.get(f"{url}/stats", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return  # a busy server: the next line will do
+    published = sum(t["last_offset"] for t in stats["topics"])
+    lag = sum(s["lag"] for s in stats["subscribers"])
+    print(
+        f"[{time.time() - started:4.0f} s] {phase}: {published} published, "
+        f"subscribers {lag} behind",
+        flush=True,
+    )
+
+
+def _wait(processes: list[Any], url: str, started: float, phase: str) -> None:
+    for p in processes:
+        while p.is_alive():
+            p.join(PROGRESS_EVERY)
+            if p.is_alive():
+                _progress(url, started, phase)
 
 
 # -- orchestration ------------------------------------------------------------------------
@@ -330,13 +429,17 @@ def main(argv: list[str] | None = None) -> int:
             publishers = [
                 ctx.Process(target=publisher, args=(plan, n)) for n in range(args.publishers)
             ]
+            started = time.time()
+            print(
+                f"stress: {args.seconds:.0f} s, {len(topics)} topics, {args.publishers} "
+                f"publishers, {len(subscribers)} subscribers (v1, pull, websocket)",
+                flush=True,
+            )
             for p in publishers:
                 p.start()
-            for p in publishers:
-                p.join()
+            _wait(publishers, url, started, f"publishing (for {args.seconds:.0f} s)")
             done.set()  # subscribers now drain until caught up
-            for p in subscribers:
-                p.join()
+            _wait(subscribers, url, started, "draining")
             if any(p.exitcode for p in publishers + subscribers):
                 print("error: a publisher or subscriber process failed", file=sys.stderr)
                 return 2

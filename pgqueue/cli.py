@@ -1,25 +1,39 @@
 """The `pgqueue` command: serve, migrate, and the queue from a terminal.
 
 Every command but `serve` talks to PostgreSQL through the library (--dsn or
-PGQUEUE_DATABASE_URL). Errors print as one line on stderr with exit status 1.
+PGQUEUE_DATABASE_URL). Errors print as one line on stderr: exit status 2 for a bad command
+line, 1 for anything else. Read commands take --json; destructive ones ask first or take --yes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import typer
-from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
+from rich.text import Text
 
 import pgqueue
 from pgqueue.settings import Settings
+from pgqueue.terminal import (
+    confirm,
+    err,
+    out,
+    per_consumer,
+    print_description,
+    print_json,
+    record,
+    say,
+    show,
+    table,
+)
 
 app = typer.Typer(
     help="pgqueue: a durable topic queue in PostgreSQL.",
@@ -33,8 +47,6 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(dlq_app, name="dlq")
 
-out = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
 Dsn = Annotated[
@@ -45,8 +57,17 @@ Dsn = Annotated[
 ]
 
 
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print JSON (machine-readable) instead of a table.")
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
 def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # One line, never wrapped: a database HINT joins the message instead of a second line.
+    parts = (line.strip().removeprefix("HINT:").strip() for line in message.splitlines())
+    text = Text.assemble(("error:", "red"), " ", "; ".join(p for p in parts if p))
+    err.print(text, soft_wrap=True, highlight=False)
     return typer.Exit(1)
 
 
@@ -56,6 +77,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except pgqueue.PgQueueError as error:
         raise fail(str(error)) from None
+    except asyncpg.ClientConfigurationError as error:  # a --dsn asyncpg cannot read
+        raise fail(f"bad database URL: {error}") from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -69,13 +92,6 @@ def with_queue(dsn: str | None, action: Callable[[pgqueue.Queue], Awaitable[T]])
             return await action(queue)
 
     return run(main())
-
-
-def table(rows: list[dict[str, Any]], *columns: str) -> None:
-    grid = Table(*columns, box=None, header_style="bold")
-    for row in rows:
-        grid.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    out.print(grid)
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -164,23 +180,21 @@ def migrate(
 
 
 @topics_app.command("list")
-def topics_list(dsn: Dsn = None) -> None:
-    """Topics with their message counts."""
+def topics_list(dsn: Dsn = None, as_json: AsJson = False) -> None:
+    """Topics with their settings and message counts."""
 
-    async def action(q: pgqueue.Queue) -> None:
+    async def action(q: pgqueue.Queue) -> list[dict[str, Any]]:
         stats = {s.topic: s for s in await q.topic_stats()}
-        rows = [
-            {
-                "topic": t.name,
-                "messages": stats[t.name].messages,
-                "last offset": stats[t.name].last_offset,
-                "description": t.description,
-            }
+        return [
+            {"topic": t.name, **record(t), **record(stats[t.name])}
             for t in await q.list_topics()
+            if t.name in stats  # deleted between the two reads
         ]
-        table(rows, "topic", "messages", "last offset", "description")
 
-    with_queue(dsn, action)
+    rows = with_queue(dsn, action)
+    for row in rows:
+        del row["name"]
+    show(rows, as_json, "topic", "messages", "last_offset", "subscribers", "description")
 
 
 @topics_app.command("create")
@@ -198,30 +212,39 @@ def topics_create(
         int | None,
         typer.Option(min=10, help="Offsets per log segment, the unit retention removes."),
     ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="An existing topic is not an error.")
+    ] = False,
 ) -> None:
     """Create a topic."""
-    topic = with_queue(
-        dsn,
-        lambda q: q.create_topic(
+
+    async def action(q: pgqueue.Queue) -> tuple[pgqueue.Topic, bool]:
+        existed = exist_ok and bool(await q.list_topics(name))
+        created = await q.create_topic(
             name,
             description=description,
             retention_max_count=retention_count,
             retention_max_age=timedelta(seconds=retention_age) if retention_age else None,
             segment_size=segment_size,
-        ),
-    )
-    out.print(f"created topic {topic.name}")
+            exist_ok=exist_ok,
+        )
+        return created, existed
+
+    topic, existed = with_queue(dsn, action)
+    out.print(f"topic {topic.name} already exists" if existed else f"created topic {topic.name}")
 
 
 @topics_app.command("retention")
 def topics_retention(
     name: Annotated[str | None, typer.Argument(help="One topic (default: all).")] = None,
     dsn: Dsn = None,
+    as_json: AsJson = False,
 ) -> None:
     """Run a retention pass now: remove the log segments past each topic's retention."""
     results = with_queue(dsn, lambda q: q.enforce_retention(name))
-    table(
-        [vars(r) for r in results],
+    show(
+        [record(r) for r in results],
+        as_json,
         "topic",
         "segments_removed",
         "messages_removed",
@@ -231,8 +254,20 @@ def topics_retention(
 
 
 @topics_app.command("delete")
-def topics_delete(name: str, dsn: Dsn = None) -> None:
-    """Delete a topic with its messages and subscribers."""
+def topics_delete(name: str, dsn: Dsn = None, yes: Yes = False) -> None:
+    """Delete a topic with its messages and subscribers (asks first unless --yes)."""
+    if not yes and sys.stdin.isatty():
+        found = with_queue(dsn, lambda q: q.topic_stats(name))
+        if not found:
+            raise fail(f"topic {name!r} does not exist")
+        [t] = found
+        question = (
+            f"Delete topic {name!r} with its {t.messages} message(s) and "
+            f"{t.subscribers} subscriber(s)?"
+        )
+    else:
+        question = f"Delete topic {name!r} with its messages and subscribers?"
+    confirm(question, yes)
     with_queue(dsn, lambda q: q.delete_topic(name))
     out.print(f"deleted topic {name}")
 
@@ -247,7 +282,10 @@ def publish(
     dsn: Dsn = None,
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="k=v")] = None,
     key: Annotated[str | None, typer.Option()] = None,
-    file: Annotated[Path | None, typer.Option(help="One JSON payload per line.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, readable=True, help="One JSON per line."),
+    ] = None,
     count: Annotated[int, typer.Option(min=1, help="Publish the payload this many times.")] = 1,
 ) -> None:
     """Publish a message, a repeated message, or a file of them (with a progress bar)."""
@@ -293,29 +331,35 @@ def publish(
         )
 
 
-def _show(message: Any) -> None:
-    # offset<TAB>JSON, unstyled, so it pipes into other tools
-    typer.echo(f"{message.offset}\t{json.dumps(message.payload, ensure_ascii=False)}")
+def _show(message: Any, as_json: bool) -> None:
+    if as_json:  # JSON Lines: one object per message, every field
+        print_json(record(message))
+    else:  # offset<TAB>JSON, unstyled, so it pipes into other tools
+        typer.echo(f"{message.offset}\t{json.dumps(message.payload, ensure_ascii=False)}")
 
 
 @app.command()
 def tail(
     topic: str,
     dsn: Dsn = None,
-    from_offset: Annotated[int | None, typer.Option("--from", help="First offset.")] = None,
-    last: Annotated[int, typer.Option(help="Without --from: the last N messages.")] = 10,
+    from_offset: Annotated[int | None, typer.Option("--from", min=1, help="First offset.")] = None,
+    last: Annotated[int, typer.Option(min=1, help="Without --from: the last N messages.")] = 10,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new ones.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Print messages of a topic without consuming them."""
 
     async def action(q: pgqueue.Queue) -> None:
-        [stats] = await q.topic_stats(topic)
+        found = await q.topic_stats(topic)
+        if not found:
+            raise pgqueue.TopicNotFound(f"topic {topic!r} does not exist")
+        [stats] = found
         position = from_offset if from_offset is not None else max(1, stats.last_offset - last + 1)
         with q.listener.waiter(topic) as wake:
             while True:
                 wake.clear()
                 for message in await q.read(topic, from_offset=position, limit=1000):
-                    _show(message)
+                    _show(message, as_json)
                     position = message.offset + 1
                 if not follow:
                     return
@@ -332,8 +376,11 @@ def consume(
     subscriber: str,
     dsn: Dsn = None,
     batch: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
-    limit: Annotated[int | None, typer.Option("--max", help="Stop after N messages.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--max", min=1, help="Stop after N messages.")
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait for more.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Claim, print and ack messages for a subscriber."""
 
@@ -348,7 +395,7 @@ def consume(
                 await asyncio.sleep(await q.idle_wait(topic, subscriber, 0.5))
                 continue
             for message in messages:
-                _show(message)
+                _show(message, as_json)
             await q.ack(topic, subscriber, messages, strict=True)
             done += len(messages)
         return done
@@ -362,21 +409,50 @@ def consume(
 
 @subscribers_app.command("list")
 def subscribers_list(
-    topic: Annotated[str | None, typer.Argument()] = None, dsn: Dsn = None
+    topic: Annotated[str | None, typer.Argument()] = None,
+    dsn: Dsn = None,
+    as_json: AsJson = False,
 ) -> None:
     """Subscribers with their positions and lag."""
     stats = with_queue(dsn, lambda q: q.subscriber_stats(topic))
-    table(
-        [vars(s) for s in stats],
+    show(
+        [record(s) for s in stats],
+        as_json,
         "topic",
         "subscriber",
         "subscriber_id",
         "position",
         "lag",
+        "lag_seconds",
         "in_flight",
+        "expired",
         "retrying",
         "dead",
     )
+
+
+@subscribers_app.command("describe")
+def subscribers_describe(topic: str, name: str, dsn: Dsn = None, as_json: AsJson = False) -> None:
+    """A subscriber's settings, figures and leases, grouped per consumer."""
+
+    async def action(q: pgqueue.Queue) -> dict[str, Any]:
+        found = await q.subscriber_stats(topic, name)
+        if not found:
+            raise pgqueue.SubscriberNotFound(f"subscriber {name!r} of {topic!r} does not exist")
+        settings = [s for s in await q.list_subscribers(topic) if s.name == name]
+        if not settings:  # deleted a moment ago
+            raise pgqueue.SubscriberNotFound(f"subscriber {name!r} of {topic!r} does not exist")
+        return {
+            "subscriber": record(settings[0]),
+            "stats": record(found[0]),
+            "consumers": per_consumer(await q.leases(topic, name)),
+        }
+
+    described = with_queue(dsn, action)
+    if as_json:
+        print_json(described)
+    else:
+        print_description(described)
 
 
 @subscribers_app.command("create")
@@ -416,20 +492,41 @@ def reset(
     to: Annotated[str, typer.Option(help="offset, earliest, latest, ISO time, 5m, +N or -N.")],
     dsn: Dsn = None,
     subscriber: Annotated[str | None, typer.Option(help="Default: every subscriber.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing.")] = False,
+    execute: Annotated[
+        bool,
+        typer.Option(
+            "--execute/--dry-run",
+            help="Apply the reset. Without --execute it is a dry run that changes nothing.",
+        ),
+    ] = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Move subscribers to a new position, online."""
+    """Move subscribers to a new position, online: a preview unless --execute."""
     target: int | str = int(to) if to.isdigit() else to
     results = with_queue(
-        dsn, lambda q: q.reset(topic, to=target, subscriber=subscriber, dry_run=dry_run)
+        dsn, lambda q: q.reset(topic, to=target, subscriber=subscriber, dry_run=not execute)
     )
-    table([vars(r) for r in results], "subscriber", "old_position", "new_position", "applied")
+    rows = [
+        {**record(r), "old position": r.old_position, "new position": r.new_position}
+        for r in results
+    ]
+    if as_json:
+        print_json([record(r) for r in results])
+    else:
+        table(rows, "subscriber", "old position", "new position")
+    if execute:
+        say(f"reset {sum(r.applied for r in results)} subscriber(s)")
+    else:
+        say("dry run: nothing changed; add --execute to apply")
 
 
 @dlq_app.command("list")
-def dlq_list(topic: str, subscriber: str, dsn: Dsn = None) -> None:
+def dlq_list(topic: str, subscriber: str, dsn: Dsn = None, as_json: AsJson = False) -> None:
     """Dead letters of a subscriber."""
     letters = with_queue(dsn, lambda q: q.dead_letters(topic, subscriber, limit=10_000))
+    if as_json:
+        print_json([record(d) for d in letters])
+        return
     table(
         [{**vars(d), "payload": json.dumps(d.payload)} for d in letters],
         "offset",
@@ -462,8 +559,11 @@ def dlq_purge(
     dsn: Dsn = None,
     first: Annotated[int | None, typer.Option()] = None,
     last: Annotated[int | None, typer.Option()] = None,
+    yes: Yes = False,
 ) -> None:
-    """Delete dead letters (all, or the offsets first..last)."""
+    """Delete dead letters (all, or the offsets first..last; asks first unless --yes)."""
+    which = "" if first is None and last is None else f" at offsets {first or 1}..{last or 'end'}"
+    confirm(f"Purge the dead letters{which} of {topic}/{subscriber}?", yes)
     count = with_queue(
         dsn, lambda q: q.purge_dead_letters(topic, subscriber, first=first, last=last)
     )
@@ -471,13 +571,18 @@ def dlq_purge(
 
 
 @app.command()
-def stats(dsn: Dsn = None) -> None:
+def stats(dsn: Dsn = None, as_json: AsJson = False) -> None:
     """Per topic and per subscriber figures."""
 
     async def action(q: pgqueue.Queue) -> tuple[list[Any], list[Any]]:
         return await q.topic_stats(), await q.subscriber_stats()
 
     topics, subscribers = with_queue(dsn, action)
+    if as_json:  # the shape of GET /stats
+        print_json(
+            {"topics": [record(t) for t in topics], "subscribers": [record(s) for s in subscribers]}
+        )
+        return
     table(
         [vars(t) for t in topics],
         "topic",
@@ -495,15 +600,42 @@ def stats(dsn: Dsn = None) -> None:
         "subscriber",
         "position",
         "lag",
+        "lag_seconds",
         "in_flight",
+        "expired",
         "retrying",
         "dead",
     )
 
 
 @app.command()
+def top(
+    topic: Annotated[str | None, typer.Argument(help="One topic (default: all).")] = None,
+    dsn: Dsn = None,
+    interval: Annotated[
+        float, typer.Option(min=0.1, max=3600, help="Seconds between refreshes.")
+    ] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one view (rates over one interval) and exit.")
+    ] = False,
+) -> None:
+    """A live view of topics and subscribers: lag, in flight, retries, dead, rates."""
+    from pgqueue import top as view
+
+    if once:
+        with_queue(dsn, lambda q: view.show_once(q, topic, interval, out))
+        return
+    try:
+        with_queue(dsn, lambda q: view.watch(q, topic, interval, out, started=say))
+    except typer.Exit as stop:
+        if stop.exit_code != 130:  # Ctrl-C is how one leaves top: not a failure
+            raise
+
+
+@app.command()
 def shell(dsn: Dsn = None) -> None:
-    """An interactive prompt: pub, batch, periodic, sub, unsub, listen, stop, stats, exit."""
+    """An interactive prompt: topics, create, pub, batch, periodic, sub, unsub, listen, stop,
+    stats, exit (line editing and history at a terminal)."""
     from pgqueue.shell import Shell
 
     if not dsn:
@@ -529,7 +661,19 @@ def bench(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    app()
+    """The command line, with every usage error as one line (exit 2), not a framed panel."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as error:  # typer's click: a bad option, argument or command
+        context = getattr(error, "ctx", None)
+        where = f" (see '{context.command_path} --help')" if context is not None else ""
+        if error.format_message():  # empty: a group called bare, its help already shown
+            say(f"error: {error.format_message()}{where}")
+        code = error.exit_code
+    except typer.Abort:  # Ctrl-C or end of input at a confirmation
+        say("cancelled: nothing changed")
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

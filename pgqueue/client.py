@@ -24,6 +24,8 @@ from pgqueue.errors import (
     LeaseLost,
     PgQueueError,
     SchemaMismatch,
+    SubscriberExists,
+    TopicExists,
     translated,
 )
 from pgqueue.listener import Listener, ResetHandler
@@ -130,19 +132,27 @@ class Queue:
         max_payload_bytes: int | None = None,
         dedup_window: timedelta | None = None,
         segment_size: int | None = None,
+        exist_ok: bool = False,
     ) -> Topic:
         """segment_size: offsets per log partition, the unit retention removes (default
-        1,000,000; fixed for the topic's life)."""
-        row = await self._fetchrow(
-            "create_topic",
-            name,
-            description,
-            retention_max_age,
-            retention_max_count,
-            max_payload_bytes or self.settings.max_payload_bytes,
-            dedup_window or timedelta(days=1),
-            segment_size,
-        )
+        1,000,000; fixed for the topic's life). With exist_ok, an existing topic of that
+        name is returned as it is (its settings unchanged) instead of raising TopicExists."""
+        try:
+            row = await self._fetchrow(
+                "create_topic",
+                name,
+                description,
+                retention_max_age,
+                retention_max_count,
+                max_payload_bytes or self.settings.max_payload_bytes,
+                dedup_window or timedelta(days=1),
+                segment_size,
+            )
+        except TopicExists:
+            existing = await self.list_topics(name) if exist_ok else []
+            if not existing:  # not asked for, or deleted again in between
+                raise
+            return existing[0]
         return Topic.from_row(row)
 
     async def alter_topic(
@@ -249,11 +259,14 @@ class Queue:
         backoff: timedelta | float = 1.0,
         max_backoff: timedelta | float = 300.0,
         ephemeral: bool = False,
+        exist_ok: bool = False,
     ) -> Subscriber:
         """Creates a subscriber that starts at `start` (earliest, latest, offset or time).
 
         An ephemeral one belongs to this Queue: if the process dies without removing it,
-        remove_orphans() takes it away once this Queue's listener connection is gone."""
+        remove_orphans() takes it away once this Queue's listener connection is gone.
+        With exist_ok, an existing subscriber of that name is returned as it is (position
+        and settings unchanged) instead of raising SubscriberExists."""
         target = parse_target(start)
         owner = None
         if ephemeral:
@@ -261,20 +274,26 @@ class Queue:
             owner = self.listener.owner
         if target.shift is not None or target.ago is not None:
             raise InvalidArgument("a subscriber starts at earliest, latest, an offset or a time")
-        row = await self._fetchrow(
-            "create_subscriber",
-            topic,
-            name,
-            target.edge,
-            target.offset,
-            target.time,
-            _filter_json(filter),
-            max_attempts,
-            seconds(backoff),
-            seconds(max_backoff),
-            ephemeral,
-            owner,
-        )
+        try:
+            row = await self._fetchrow(
+                "create_subscriber",
+                topic,
+                name,
+                target.edge,
+                target.offset,
+                target.time,
+                _filter_json(filter),
+                max_attempts,
+                seconds(backoff),
+                seconds(max_backoff),
+                ephemeral,
+                owner,
+            )
+        except SubscriberExists:
+            existing = [s for s in await self.list_subscribers(topic) if s.name == name]
+            if not exist_ok or not existing:
+                raise
+            return existing[0]
         created = Subscriber.from_row(row)
         self.observer.subscribed(created)
         return created

@@ -76,6 +76,12 @@ class SchemaMismatch(PgQueueError):
     code = "schema_mismatch"
 
 
+class ServerUnavailable(PgQueueError):
+    """The pgqueue server (for QPublisher and QSubscriber) cannot be reached or did not answer."""
+
+    code = "server_unavailable"
+
+
 _BY_SQLSTATE: dict[str, type[PgQueueError]] = {
     "PQ001": TopicNotFound,
     "PQ002": TopicExists,

@@ -2,7 +2,12 @@
 
 They keep the queue-sample project's method names, which speak the v1 API under /v1, and add
 methods for the v2 API. Point them at a server with `url=`, PGQUEUE_URL, or (as the seed's
-scripts do) PUBLISHER_URL; the default is http://127.0.0.1:8888.
+scripts do) PUBLISHER_URL; without these they read the server's own settings, PGQUEUE_HOST and
+PGQUEUE_PORT (default http://127.0.0.1:8888). The token is `token=`, PGQUEUE_TOKEN, or one of
+the server's PGQUEUE_API_TOKENS with the scopes the client needs.
+
+Results are the server's JSON as dicts and lists that print compactly (and as tables with
+rich); a server that cannot be reached raises ServerUnavailable.
 
     >>> from pgqueue import QPublisher, QSubscriber
     >>> pub = QPublisher()
@@ -19,33 +24,120 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+from pydantic import ValidationError
+from rich.table import Table
 
 from pgqueue import errors
+from pgqueue.settings import Settings
 
-DEFAULT_URL = "http://127.0.0.1:8888"
 _BY_CODE = {cls.code: cls for cls in errors.PgQueueError.__subclasses__()}
+_ANY_ADDRESS = {"", "0.0.0.0", "::"}  # a server bound to all addresses answers on loopback
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise errors.InvalidArgument(f"PGQUEUE_ settings: {error}") from None
 
 
 def server_url(url: str | None = None) -> str:
-    """The server's root URL: the argument, PGQUEUE_URL, PUBLISHER_URL without /v1, or the
-    default."""
+    """The server's root URL: the argument, PGQUEUE_URL, PUBLISHER_URL (without /v1), or
+    where the server's settings (PGQUEUE_HOST, PGQUEUE_PORT) make it listen."""
     found = url or os.environ.get("PGQUEUE_URL") or os.environ.get("PUBLISHER_URL")
-    found = (found or DEFAULT_URL).rstrip("/")
-    return found.removesuffix("/v1")
+    if not found:
+        settings = _settings()
+        host = "127.0.0.1" if settings.host in _ANY_ADDRESS else settings.host
+        found = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+    return found.rstrip("/").removesuffix("/v1")
+
+
+def server_token(token: str | None, scopes: frozenset[str]) -> str | None:
+    """The token to send: the argument, PGQUEUE_TOKEN, or a token of the server's settings
+    (PGQUEUE_API_TOKENS) that has `scopes` or admin."""
+    found = token or os.environ.get("PGQUEUE_TOKEN")
+    if found:
+        return found
+    for candidate, granted in _settings().api_tokens.items():
+        if scopes <= set(granted) or "admin" in granted:
+            return candidate
+    return None
+
+
+def readable(body: Any) -> Any:
+    """JSON from the server as Reply/Replies: still dicts and lists, printed compactly.
+    Payloads and headers stay plain, as they were published."""
+    if isinstance(body, dict):
+        return Reply(
+            {k: v if k in ("payload", "headers") else readable(v) for k, v in body.items()}
+        )
+    if isinstance(body, list):
+        return Replies(readable(item) for item in body)
+    return body
+
+
+def _short(value: Any, width: int = 40, *, quote: bool = True) -> str:
+    if isinstance(value, str):
+        text = repr(value) if quote else value
+    else:
+        text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cell(value: Any) -> Any:
+    """What a rich table shows for a value: nested replies as tables, the rest as text."""
+    return value if isinstance(value, Reply | Replies) else _short(value, 80, quote=False)
+
+
+class Reply(dict[str, Any]):
+    """A JSON object from the server: a dict whose repr is one short line."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in self.items()) + "}"
+
+    def __rich__(self) -> Table:
+        grid = Table(box=None, show_header=False)
+        for key, value in self.items():
+            grid.add_row(key, _cell(value))
+        return grid
+
+
+class Replies(list[Any]):
+    """A JSON array from the server: a list shown one item per line (a table with rich)."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "[]"
+        return "[\n" + "".join(f"  {item!r},\n" for item in self) + "]"
+
+    def __rich__(self) -> Table | str:
+        if not all(isinstance(item, dict) for item in self):
+            return repr(self)
+        columns = list(dict.fromkeys(key for item in self for key in item))
+        grid = Table(*columns, box=None, header_style="bold")
+        for item in self:
+            grid.add_row(*("" if k not in item else _cell(item[k]) for k in columns))
+        return grid
 
 
 class _Client:
+    scopes: ClassVar[frozenset[str]] = frozenset()  # what its calls need, to pick a token
+
     def __init__(
         self, url: str | None = None, *, token: str | None = None, timeout: float = 10.0
     ) -> None:
         self.url = server_url(url)
-        token = token or os.environ.get("PGQUEUE_TOKEN")
+        token = server_token(token, self.scopes)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self._token = token
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
 
     def close(self) -> None:
         self._http.close()
@@ -66,8 +158,8 @@ class _Client:
     ) -> Any:
         try:
             response = self._http.request(method, path, params=params, json=json_body)
-        except httpx.HTTPError as error:
-            raise errors.DatabaseUnavailable(f"{self.url} did not answer: {error}") from error
+        except httpx.TransportError as error:
+            raise self._unavailable(error) from None
         if response.status_code == 204:
             return None
         try:
@@ -78,11 +170,20 @@ class _Client:
             code = body.get("error", "http_error") if isinstance(body, dict) else "http_error"
             detail = body.get("detail", body) if isinstance(body, dict) else body
             raise _BY_CODE.get(code, errors.PgQueueError)(f"{response.status_code}: {detail}")
-        return body
+        return readable(body)
+
+    def _unavailable(self, error: Exception) -> errors.ServerUnavailable:
+        reason = str(error) or type(error).__name__
+        return errors.ServerUnavailable(
+            f"no pgqueue server answers at {self.url} ({reason}): start one with "
+            "`pgqueue serve`, or point the client at it (url=, PGQUEUE_URL, PGQUEUE_PORT)"
+        )
 
 
 class QPublisher(_Client):
     """Publishing and administration."""
+
+    scopes = frozenset({"publish", "admin"})
 
     # -- the seed's methods (v1) ----------------------------------------------------------
 
@@ -133,7 +234,8 @@ class QPublisher(_Client):
         body = self._call(
             "GET", f"/topics/{topic}/messages", params={"from": from_offset, "limit": limit}
         )
-        return list(body["messages"])
+        messages: list[Any] = body["messages"]  # Replies: a list that prints compactly
+        return messages
 
     def create_subscriber(self, topic: str, name: str, **options: Any) -> Any:
         """options: start, filter, max_attempts, backoff {base_ms, max_ms}."""
@@ -149,7 +251,10 @@ class QPublisher(_Client):
             if subscriber
             else f"/topics/{topic}/reset"
         )
-        return list(self._call("POST", path, json_body={"to": to, "dry_run": dry_run})["results"])
+        results: list[Any] = self._call("POST", path, json_body={"to": to, "dry_run": dry_run})[
+            "results"
+        ]
+        return results
 
     def stats(self) -> Any:
         return self._call("GET", "/stats")
@@ -158,6 +263,8 @@ class QPublisher(_Client):
 class QSubscriber(_Client):
     """Receiving: the seed's v1 cursor (subscribe, get_message, ack_message, consume) and the
     v2 ways (HTTP pull by subscriber id, and a WebSocket stream)."""
+
+    scopes = frozenset({"subscribe"})
 
     def __init__(
         self,
@@ -238,7 +345,8 @@ class QSubscriber(_Client):
             f"/subscribers/{self._id()}/claim",
             json_body={"max_messages": max_messages, "lease_ms": lease_ms},
         )
-        return list(body["messages"])
+        messages: list[Any] = body["messages"]  # Replies: a list that prints compactly
+        return messages
 
     def ack(self, messages: list[Mapping[str, Any]]) -> Any:
         return self._call(
@@ -272,21 +380,39 @@ class QSubscriber(_Client):
         start: str = "latest",
         ack: str = "auto",
         prefetch: int = 10,
-    ) -> Iterator[dict[str, Any]]:
-        """Frames from the WebSocket endpoint (welcome, message, reset, error), forever."""
+        timeout: float | None = None,
+    ) -> Iterator[Reply]:
+        """Frames from the WebSocket endpoint (welcome, message, reset, error).
+
+        It ends when the server closes the stream, when no frame came for `timeout` seconds
+        (None: wait forever), or on Ctrl-C, which closes the socket without a traceback.
+        Raises ServerUnavailable when the server cannot be reached or the connection drops.
+        """
         from urllib.parse import urlencode
 
+        from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
         from websockets.sync.client import connect
 
-        query = {"start": start, "ack": ack, "prefetch": prefetch}
+        query: dict[str, Any] = {"start": start, "ack": ack, "prefetch": prefetch}
         if subscriber:
             query["subscriber"] = subscriber
         if self._token:
             query["token"] = self._token
         ws_url = self.url.replace("http", "ws", 1) + f"/ws/topics/{topic}?{urlencode(query)}"
-        with connect(ws_url) as ws:
-            for text in ws:
-                yield json.loads(text)
+        try:
+            with connect(ws_url, open_timeout=self._timeout) as ws:
+                while True:
+                    try:
+                        text = ws.recv(timeout=timeout)
+                    except TimeoutError:
+                        return
+                    yield readable(json.loads(text))
+        except KeyboardInterrupt:
+            return  # leaving the `with` above closed the socket
+        except ConnectionClosedOK:
+            return
+        except (OSError, TimeoutError, ConnectionClosedError) as error:
+            raise self._unavailable(error) from None
 
     def _id(self, subscriber_id: int | None = None) -> int:
         found = subscriber_id if subscriber_id is not None else self.subscriber_id

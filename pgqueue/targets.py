@@ -56,7 +56,7 @@ def parse_target(value: Any) -> Target:
     if isinstance(value, bool):
         raise InvalidPosition(f"not a position: {value!r}")
     if isinstance(value, int):
-        return Target(offset=value)
+        return Target(offset=_bigint(value, value))
     if isinstance(value, datetime):
         return Target(time=value)
     if isinstance(value, timedelta):
@@ -67,9 +67,9 @@ def parse_target(value: Any) -> Target:
     if text in ("earliest", "latest"):
         return Target(edge=text)
     if re.fullmatch(r"\d+", text):
-        return Target(offset=int(text))
+        return Target(offset=_bigint(int(text), value))
     if re.fullmatch(r"[+-]\d+", text):
-        return Target(shift=int(text))
+        return Target(shift=_bigint(int(text), value))
     if text.startswith("ago:"):
         return Target(ago=parse_duration(text[4:]))
     if _SHORT_DURATION.match(text) or text.startswith("P"):
@@ -84,3 +84,10 @@ def parse_target(value: Any) -> Target:
     if moment.tzinfo is None:
         raise InvalidPosition(f"give the time zone of {value!r} (for example ...Z)")
     return Target(time=moment)
+
+
+def _bigint(number: int, value: Any) -> int:
+    # Offsets are PostgreSQL bigints: a larger number is a typo, not a position.
+    if not -(2**63) <= number < 2**63:
+        raise InvalidPosition(f"not a position: {value!r} is out of range")
+    return number

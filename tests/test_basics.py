@@ -47,6 +47,22 @@ async def test_topics_crud(queue: pgqueue.Queue) -> None:
         await queue.delete_topic("t1")
 
 
+async def test_create_with_exist_ok_returns_what_exists(queue: pgqueue.Queue) -> None:
+    created = await queue.create_topic("t1", description="one")
+    again = await queue.create_topic("t1", description="other", exist_ok=True)
+    assert again == created  # returned as it is, not altered
+    subscriber = await queue.subscribe("t1", "s", start="earliest")
+    await queue.publish("t1", "x")
+    same = await queue.subscribe("t1", "s", start="latest", exist_ok=True)
+    assert same == subscriber and same.position == 0
+    with pytest.raises(pgqueue.TopicExists):
+        await queue.create_topic("t1")
+    with pytest.raises(pgqueue.SubscriberExists):
+        await queue.subscribe("t1", "s")
+    with pytest.raises(pgqueue.TopicNotFound):
+        await queue.subscribe("nope", "s", exist_ok=True)
+
+
 async def test_publish_inside_callers_transaction(
     queue: pgqueue.Queue, conn: asyncpg.Connection
 ) -> None:

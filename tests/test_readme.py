@@ -54,3 +54,7 @@ async def test_readme_python_example(database_dsn: str) -> None:
         sys.executable, "-c", _example("python"), env={"PGQUEUE_DATABASE_URL": database_dsn}
     )
     assert out.splitlines() == ["published at offset 1", "1 {'text': 'hello'}"]
+    again = await _run(
+        sys.executable, "-c", _example("python"), env={"PGQUEUE_DATABASE_URL": database_dsn}
+    )
+    assert again.splitlines() == ["published at offset 2", "2 {'text': 'hello'}"]

@@ -31,4 +31,19 @@ async def test_queue_stress_loses_nothing(database_dsn: str) -> None:
     assert committed, out
     messages, resets, deliveries = map(int, committed.groups())
     assert messages > 500 and resets > 0 and deliveries >= messages
+    # Progress while it ran, results per client kind, and duplicates explained.
+    progress = r"^\[\s*\d+ s\] publishing \(for 20 s\): \d+ published"
+    assert re.search(progress, out, re.MULTILINE), out
+    published = re.search(r"^publishers \(committed messages\): (.*)$", out, re.MULTILINE)
+    assert published, out
+    by_kind = dict(part.rsplit(" ", 1) for part in published.group(1).split(", "))
+    assert set(by_kind) == {"rest", "rest batch", "v1"}
+    assert sum(map(int, by_kind.values())) == messages
+    for kind in ("v1 subscriber", "pull subscriber", "websocket subscriber"):
+        assert re.search(rf"^{kind}\s+3\s+\d+", out, re.MULTILINE), out
+    assert "what the numbers mean:" in out and "after resets" in out
+    duplicates = re.search(r"^duplicates (\d+) \((\d+) after resets, (\d+) other\)$", out, re.M)
+    assert duplicates, out
+    total, after, other = map(int, duplicates.groups())
+    assert total == after + other
     print(out[-400:])
