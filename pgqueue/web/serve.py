@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
+import sys
+from collections.abc import Callable
 
 import uvicorn
 
@@ -28,11 +31,17 @@ def log_to_stderr() -> None:
 
 
 def run(
-    factory: str, *, default_port: int, host: str | None = None, port: int | None = None
+    factory: str,
+    *,
+    default_port: int,
+    host: str | None = None,
+    port: int | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
+    """Serves until a signal; on_ready is called once the server listens."""
     log_to_stderr()
     settings = Settings()
-    uvicorn.run(
+    config = uvicorn.Config(
         factory,
         factory=True,
         host=host or settings.host,
@@ -40,3 +49,21 @@ def run(
         ws_max_size=settings.ws_max_frame_bytes,
         log_level="info",
     )
+    server = _Server(config, on_ready)
+    server.run()
+    if not server.started:  # the port was taken, the app did not start: logged already
+        sys.exit(STARTUP_FAILURE)
+
+
+STARTUP_FAILURE = 3  # uvicorn.run's exit status for a server that never started
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_ready is not None:
+            self._on_ready()
