@@ -120,7 +120,7 @@ def serve(
     with ExitStack() as stack:
         if settings.database_url is None:
             migrate_dsn, runtime_dsn = _start_embedded(stack, settings)
-            database = f"{runtime_dsn}\n              (`pgqueue dsn` prints it)"
+            database = f"{runtime_dsn}\n              (`{_program()} dsn` prints it)"
         else:
             migrate_dsn = settings.database_url.get_secret_value()
             database = "PGQUEUE_DATABASE_URL"
@@ -179,9 +179,19 @@ def _show_where(url: str, database: str, *, embedded: bool) -> None:
         f"  database    {database}",
     ]
     if embedded:
-        lines.append("  psql        pgqueue psql   (--admin: as the superuser, for maintenance)")
+        lines.append(
+            f"  psql        {_program()} psql   (--admin: as the superuser, for maintenance)"
+        )
     lines += ["Ctrl-C stops it" + (" and the embedded PostgreSQL." if embedded else "."), ""]
     err.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+def _program() -> str:
+    """How to run this command again: as it was run (run_all.sh runs .venv/bin/pgqueue,
+    which may not be on PATH), else by its name."""
+    import sys
+
+    return sys.argv[0] if Path(sys.argv[0]).name == "pgqueue" else "pgqueue"
 
 
 @app.command()

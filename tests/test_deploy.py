@@ -85,11 +85,25 @@ async def _interrupt(proc: asyncio.subprocess.Process) -> None:
     await within(proc.wait(), 60)
 
 
+def _started_block(log: str, url: str, pgdata: Path) -> None:
+    """Start-up ends with where everything is, and no warnings come before it."""
+    assert f"pgqueue is serving on {url}" in log, log
+    for where in (
+        f"{url}/docs",
+        f"{url}/ui",
+        f"postgresql://pgqueue_runtime@/postgres?host={pgdata}",
+    ):
+        assert where in log, log
+    assert ".venv/bin/pgqueue psql" in log and ".venv/bin/pgqueue dsn" in log, log
+    assert "warning" not in log.lower(), log
+
+
 @pytest.mark.timeout(600)
 async def test_run_all_from_a_clean_clone_serves_and_keeps_data(clean_clone: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     pgdata = clean_clone / ".pgqueue" / "pgdata"
+    log = clean_clone.parent / "run_all.log"
 
     proc = await _start(clean_clone, port)
     try:
@@ -100,6 +114,9 @@ async def test_run_all_from_a_clean_clone_serves_and_keeps_data(clean_clone: Pat
             assert (await http.get("/docs")).status_code == 200
     finally:
         await _interrupt(proc)
+    first = log.read_text(errors="replace")
+    assert "installing pgqueue" in first
+    _started_block(first, url, pgdata)
     assert (pgdata / "PG_VERSION").exists()
     assert not (pgdata / "postmaster.pid").exists(), "Ctrl-C left the embedded server running"
 
@@ -110,4 +127,7 @@ async def test_run_all_from_a_clean_clone_serves_and_keeps_data(clean_clone: Pat
             assert [t["name"] for t in (await http.get("/topics")).json()] == ["kept"]
     finally:
         await _interrupt(proc)
+    second = log.read_text(errors="replace")[len(first) :]
+    assert "installing" not in second, "nothing changed, yet run_all.sh installed again"
+    _started_block(second, url, pgdata)
     assert not (pgdata / "postmaster.pid").exists()
