@@ -184,10 +184,15 @@ def keep(pgdata: Path) -> int:
     signal.signal(signal.SIGHUP, leave)
     try:
         _lock(pgdata)
+    except EmbeddedError as error:  # another keeper's server: not ours to stop
+        _report(str(error))
+        return 1
+    try:
         _repair(pgdata)
         _wheel().get_server(pgdata, cleanup_mode=None)
     except Exception as error:  # anything that stops a start is the one line we report
         _report(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        _stop(pgdata)  # a server that started but did not become ready
         return 1
     try:
         _report("ready")

@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,10 +44,14 @@ def test_compose_file_wires_db_migrate_and_server() -> None:
 
 
 @pytest.fixture
-def clean_clone(tmp_path: Path) -> Path:
-    clone = tmp_path / "pgqueue"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
-    return clone
+def clean_clone() -> Iterator[Path]:
+    # Not under pytest's temporary directory, which any other pytest run that starts makes
+    # private to us again: as root, the embedded PostgreSQL runs as another user.
+    with tempfile.TemporaryDirectory(prefix="pgqueue-clone-") as tmp:
+        Path(tmp).chmod(0o755)
+        clone = Path(tmp) / "pgqueue"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+        yield clone
 
 
 async def _start(clone: Path, port: int) -> asyncio.subprocess.Process:
@@ -67,10 +73,10 @@ def _server_log(clone: Path) -> str:
     return "\n".join(line for line in lines if "Warning" not in line)[-4000:]
 
 
-async def _healthy(url: str, proc: asyncio.subprocess.Process) -> None:
+async def _healthy(url: str, proc: asyncio.subprocess.Process, clone: Path) -> None:
     async with httpx.AsyncClient() as http:
         for _ in range(2400):  # a first run installs everything: allow a few minutes
-            assert proc.returncode is None, "run_all.sh exited"
+            assert proc.returncode is None, f"run_all.sh exited:\n{_server_log(clone)}"
             try:
                 if (await http.get(f"{url}/healthz")).status_code == 200:
                     return
@@ -107,7 +113,7 @@ async def test_run_all_from_a_clean_clone_serves_and_keeps_data(clean_clone: Pat
 
     proc = await _start(clean_clone, port)
     try:
-        await _healthy(url, proc)
+        await _healthy(url, proc, clean_clone)
         async with httpx.AsyncClient(base_url=url) as http:
             created = await http.post("/topics", json={"name": "kept"})
             assert created.status_code == 201, (created.text, _server_log(clean_clone))
@@ -122,7 +128,7 @@ async def test_run_all_from_a_clean_clone_serves_and_keeps_data(clean_clone: Pat
 
     proc = await _start(clean_clone, port)
     try:
-        await _healthy(url, proc)
+        await _healthy(url, proc, clean_clone)
         async with httpx.AsyncClient(base_url=url) as http:
             assert [t["name"] for t in (await http.get("/topics")).json()] == ["kept"]
     finally:
