@@ -120,10 +120,10 @@ def serve(
     with ExitStack() as stack:
         if settings.database_url is None:
             migrate_dsn, runtime_dsn = _start_embedded(stack, settings)
-            database = f"{runtime_dsn}\n              (`{_program()} dsn` prints it)"
+            database_line = f"{runtime_dsn}\n              (`{_program()} dsn` prints it)"
         else:
             migrate_dsn = settings.database_url.get_secret_value()
-            database = "PGQUEUE_DATABASE_URL"
+            database_line = "PGQUEUE_DATABASE_URL"
         try:
             # Started beside its database (compose, a reboot): wait for it rather than exit.
             asyncio.run(wait_for_database(migrate_dsn, give_up_after=settings.connect_timeout))
@@ -138,7 +138,9 @@ def serve(
             "pgqueue.web.combined:create_app",
             default_port=port or settings.port,
             host=host,
-            on_ready=lambda: _show_where(url, database, embedded=settings.database_url is None),
+            on_ready=lambda: _show_where(
+                url, database_line, embedded=settings.database_url is None
+            ),
         )
 
 
