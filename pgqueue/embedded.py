@@ -254,9 +254,17 @@ def _prune_handles(pgdata: Path) -> None:
         pids = json.loads(handles.read_text())
     except (OSError, ValueError):
         return
-    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    alive = [pid for pid in pids if _running(psutil, pid)]
     if alive != pids:
         handles.write_text(json.dumps(alive))
+
+
+def _running(psutil: Any, pid: int) -> bool:
+    # A process killed a moment ago may stay a zombie until its new parent reaps it.
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def _stop(pgdata: Path) -> None:
