@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -83,9 +84,19 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(130) from None
 
 
+def database(dsn: str | None) -> str:
+    """--dsn, PGQUEUE_DATABASE_URL, or the embedded server running from here (Settings.dsn)."""
+    found = dsn or Settings().dsn()
+    if not found:
+        raise fail(
+            "no database: pass --dsn, set PGQUEUE_DATABASE_URL, or run `pgqueue serve` "
+            "in this directory for an embedded one"
+        )
+    return found
+
+
 def with_queue(dsn: str | None, action: Callable[[pgqueue.Queue], Awaitable[T]]) -> T:
-    if not dsn:
-        raise fail("no database: pass --dsn or set PGQUEUE_DATABASE_URL")
+    dsn = database(dsn)
 
     async def main() -> T:
         async with pgqueue.connect(dsn) as queue:
@@ -112,12 +123,9 @@ def serve(
     """Run the combined server: REST and WebSocket at /, v1 under /v1, Swagger at /docs.
 
     With no PGQUEUE_DATABASE_URL, starts (and migrates) an embedded PostgreSQL whose data
-    lives in PGQUEUE_EMBEDDED_PGDATA (default .pgqueue/pgdata), so it survives restarts.
+    lives in PGQUEUE_EMBEDDED_PGDATA (default .pgqueue/pgdata), so it survives restarts; it
+    stops when the server exits, however it exits.
     """
-    import os
-    import signal
-    import sys
-
     from pgqueue import migrate as migrations
     from pgqueue.availability import wait_for_database
     from pgqueue.web.serve import log_to_stderr
@@ -125,34 +133,83 @@ def serve(
 
     log_to_stderr()
     settings = Settings()
-    if settings.dsn() is None:
-        from pgqueue import embedded
-
-        pgdata = Path(settings.embedded_pgdata)
-        err.print(f"starting embedded PostgreSQL in {pgdata}", highlight=False)
-        superuser_dsn = embedded.start(pgdata)
-        # Migrated by the superuser, served by the runtime role: the server never has
-        # more rights than calling the API gives.
-        os.environ["PGQUEUE_DATABASE_URL"] = migrations.as_role(
-            superuser_dsn, migrations.RUNTIME_ROLE
+    with ExitStack() as stack:
+        if settings.database_url is None:
+            migrate_dsn, runtime_dsn = _start_embedded(stack, settings)
+            database_line = f"{runtime_dsn}\n              (`{_program()} dsn` prints it)"
+        else:
+            migrate_dsn = settings.database_url.get_secret_value()
+            database_line = "PGQUEUE_DATABASE_URL"
+        try:
+            # Started beside its database (compose, a reboot): wait for it rather than exit.
+            asyncio.run(wait_for_database(migrate_dsn, give_up_after=settings.connect_timeout))
+        except pgqueue.PgQueueError as error:
+            raise fail(str(error)) from None
+        try:
+            migrations.upgrade(migrate_dsn)
+        except Exception as error:  # alembic raises many kinds; any of them stops us here
+            raise fail(f"migration failed: {error}") from None
+        url = f"http://{host or settings.host}:{port or settings.port}"
+        run_server(
+            "pgqueue.web.combined:create_app",
+            default_port=port or settings.port,
+            host=host,
+            on_ready=lambda: _show_where(
+                url, database_line, embedded=settings.database_url is None
+            ),
         )
-        migrate_dsn: str | None = superuser_dsn
-        # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python
-        # (not the default action) lets atexit stop the embedded server too.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    else:
-        migrate_dsn = settings.dsn()
-    assert migrate_dsn is not None
+
+
+def _start_embedded(stack: ExitStack, settings: Settings) -> tuple[str, str]:
+    """Starts the embedded PostgreSQL for `serve`, to be stopped with the stack; returns its
+    superuser DSN (for migrating) and the runtime role's (for serving: the server never has
+    more rights than calling the API gives)."""
+    import os
+    import signal
+    import sys
+
+    from pgqueue import embedded
+    from pgqueue.migrate import RUNTIME_ROLE
+
+    pgdata = Path(settings.embedded_pgdata)
+    err.print(f"starting embedded PostgreSQL in {pgdata}", highlight=False)
     try:
-        # Started beside its database (compose, a reboot): wait for it rather than exit.
-        asyncio.run(wait_for_database(migrate_dsn, give_up_after=settings.connect_timeout))
-    except pgqueue.PgQueueError as error:
+        keeper = stack.enter_context(embedded.Keeper(pgdata))
+        admin, runtime = keeper.dsn(embedded.ADMIN), keeper.dsn(RUNTIME_ROLE)
+    except embedded.EmbeddedError as error:
         raise fail(str(error)) from None
-    try:
-        migrations.upgrade(migrate_dsn)
-    except Exception as error:  # alembic raises many kinds; any of them stops us here
-        raise fail(f"migration failed: {error}") from None
-    run_server("pgqueue.web.combined:create_app", default_port=port or settings.port, host=host)
+    os.environ["PGQUEUE_DATABASE_URL"] = runtime
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python (not the
+    # default action) stops PostgreSQL before we exit. A closed terminal (SIGHUP) gets the
+    # same graceful shutdown. Killed instead, we leave the stopping to the keeper.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGHUP, lambda *_: signal.raise_signal(signal.SIGTERM))
+    return admin, runtime
+
+
+def _show_where(url: str, database: str, *, embedded: bool) -> None:
+    """The block that ends the start-up: where everything is."""
+    lines = [
+        "",
+        f"pgqueue is serving on {url}",
+        f"  Swagger     {url}/docs",
+        f"  dashboard   {url}/ui",
+        f"  database    {database}",
+    ]
+    if embedded:
+        lines.append(
+            f"  psql        {_program()} psql   (--admin: as the superuser, for maintenance)"
+        )
+    lines += ["Ctrl-C stops it" + (" and the embedded PostgreSQL." if embedded else "."), ""]
+    err.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+def _program() -> str:
+    """How to run this command again: as it was run (run_all.sh runs .venv/bin/pgqueue,
+    which may not be on PATH), else by its name."""
+    import sys
+
+    return sys.argv[0] if Path(sys.argv[0]).name == "pgqueue" else "pgqueue"
 
 
 @app.command()
@@ -174,6 +231,47 @@ def migrate(
     if password is not None:
         asyncio.run(migrations.set_runtime_password(dsn, password.get_secret_value()))
         out.print(f"{migrations.RUNTIME_ROLE} may log in with PGQUEUE_RUNTIME_PASSWORD")
+
+
+# -- the embedded database ------------------------------------------------------------------
+
+Admin = Annotated[
+    bool, typer.Option("--admin", help="As the superuser `postgres`, for maintenance.")
+]
+
+
+def _embedded_dsn(admin: bool) -> str:
+    from pgqueue import embedded
+    from pgqueue.migrate import RUNTIME_ROLE
+
+    pgdata = Path(Settings().embedded_pgdata)
+    found = embedded.dsn(pgdata, embedded.ADMIN if admin else RUNTIME_ROLE)
+    if found is None:
+        raise fail(
+            f"no embedded PostgreSQL is running from {pgdata.resolve()}: start `pgqueue serve` "
+            "in this directory (or set PGQUEUE_EMBEDDED_PGDATA)"
+        )
+    return found
+
+
+@app.command("dsn")
+def show_dsn(admin: Admin = False) -> None:
+    """Print the DSN of the embedded PostgreSQL that `pgqueue serve` runs from this directory:
+    the runtime role's, for applications (what the library and the CLI use here)."""
+    typer.echo(_embedded_dsn(admin))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def psql(ctx: typer.Context, admin: Admin = False) -> None:
+    """Open psql (shipped with the embedded extra) on the embedded PostgreSQL that `pgqueue
+    serve` runs from this directory; other arguments go to psql: `pgqueue psql -c 'select 1'`."""
+    import os
+
+    from pgqueue import embedded
+
+    dsn = _embedded_dsn(admin)
+    program = str(embedded.bin_dir() / "psql")
+    os.execv(program, [program, "--dbname", dsn, *ctx.args])
 
 
 # -- topics ---------------------------------------------------------------------------------
@@ -638,9 +736,7 @@ def shell(dsn: Dsn = None) -> None:
     stats, exit (line editing and history at a terminal)."""
     from pgqueue.shell import Shell
 
-    if not dsn:
-        raise fail("no database: pass --dsn or set PGQUEUE_DATABASE_URL")
-    run(Shell(dsn, out).run())
+    run(Shell(database(dsn), out).run())
 
 
 @app.command(

@@ -91,7 +91,10 @@ class Queue:
         dsn = dsn or settings.dsn()
         if dsn is None:
             # Also with a pool of the caller's: LISTEN needs a connection of its own.
-            raise InvalidArgument("no database: pass a DSN or set PGQUEUE_DATABASE_URL")
+            raise InvalidArgument(
+                "no database: pass a DSN, set PGQUEUE_DATABASE_URL, or run `pgqueue serve` "
+                "in this directory for an embedded one"
+            )
         owns_pool = pool is None
         if pool is None:
             pool = await keep_trying(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -14,7 +15,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PGQUEUE_", env_file=".env", extra="ignore")
 
     database_url: SecretStr | None = Field(
-        default=None, description="PostgreSQL DSN (postgresql://...). Unset: embedded server."
+        default=None,
+        description="PostgreSQL DSN (postgresql://...). Unset: `pgqueue serve` starts an "
+        "embedded server, and the library and CLI use the one running from the current "
+        "directory (see dsn()).",
     )
     max_payload_bytes: int = Field(default=1_048_576, gt=0, description="Largest JSON payload.")
     poll_interval: float = Field(
@@ -80,7 +84,9 @@ class Settings(BaseSettings):
         "closed and its messages go back to the group.",
     )
     embedded_pgdata: str = Field(
-        default=".pgqueue/pgdata", description="Data directory of the embedded PostgreSQL."
+        default=".pgqueue/pgdata",
+        description="Data directory of the embedded PostgreSQL (relative: to the current "
+        "directory).",
     )
 
     # -- transport: connections, HTTP heads and bodies, WebSockets, per-token rates ----------
@@ -149,4 +155,13 @@ class Settings(BaseSettings):
     )
 
     def dsn(self) -> str | None:
-        return self.database_url.get_secret_value() if self.database_url else None
+        """The database pgqueue connects to: PGQUEUE_DATABASE_URL; unset, the embedded server
+        that `pgqueue serve` runs from the current directory (embedded_pgdata), as the runtime
+        role; None if there is neither. The one place the library and the CLI look for the
+        embedded server, and only when PGQUEUE_DATABASE_URL is unset."""
+        if self.database_url:
+            return self.database_url.get_secret_value()
+        from pgqueue import embedded
+        from pgqueue.migrate import RUNTIME_ROLE
+
+        return embedded.dsn(Path(self.embedded_pgdata), RUNTIME_ROLE)

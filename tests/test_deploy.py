@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,10 +44,14 @@ def test_compose_file_wires_db_migrate_and_server() -> None:
 
 
 @pytest.fixture
-def clean_clone(tmp_path: Path) -> Path:
-    clone = tmp_path / "pgqueue"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
-    return clone
+def clean_clone() -> Iterator[Path]:
+    # Not under pytest's temporary directory, which any other pytest run that starts makes
+    # private to us again: as root, the embedded PostgreSQL runs as another user.
+    with tempfile.TemporaryDirectory(prefix="pgqueue-clone-") as tmp:
+        Path(tmp).chmod(0o755)
+        clone = Path(tmp) / "pgqueue"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+        yield clone
 
 
 async def _start(clone: Path, port: int) -> asyncio.subprocess.Process:
@@ -67,10 +73,10 @@ def _server_log(clone: Path) -> str:
     return "\n".join(line for line in lines if "Warning" not in line)[-4000:]
 
 
-async def _healthy(url: str, proc: asyncio.subprocess.Process) -> None:
+async def _healthy(url: str, proc: asyncio.subprocess.Process, clone: Path) -> None:
     async with httpx.AsyncClient() as http:
         for _ in range(2400):  # a first run installs everything: allow a few minutes
-            assert proc.returncode is None, "run_all.sh exited"
+            assert proc.returncode is None, f"run_all.sh exited:\n{_server_log(clone)}"
             try:
                 if (await http.get(f"{url}/healthz")).status_code == 200:
                     return
@@ -85,29 +91,49 @@ async def _interrupt(proc: asyncio.subprocess.Process) -> None:
     await within(proc.wait(), 60)
 
 
+def _started_block(log: str, url: str, pgdata: Path) -> None:
+    """Start-up ends with where everything is, and no warnings come before it."""
+    assert f"pgqueue is serving on {url}" in log, log
+    for where in (
+        f"{url}/docs",
+        f"{url}/ui",
+        f"postgresql://pgqueue_runtime@/postgres?host={pgdata}",
+    ):
+        assert where in log, log
+    assert ".venv/bin/pgqueue psql" in log and ".venv/bin/pgqueue dsn" in log, log
+    assert "warning" not in log.lower(), log
+
+
 @pytest.mark.timeout(600)
 async def test_run_all_from_a_clean_clone_serves_and_keeps_data(clean_clone: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     pgdata = clean_clone / ".pgqueue" / "pgdata"
+    log = clean_clone.parent / "run_all.log"
 
     proc = await _start(clean_clone, port)
     try:
-        await _healthy(url, proc)
+        await _healthy(url, proc, clean_clone)
         async with httpx.AsyncClient(base_url=url) as http:
             created = await http.post("/topics", json={"name": "kept"})
             assert created.status_code == 201, (created.text, _server_log(clean_clone))
             assert (await http.get("/docs")).status_code == 200
     finally:
         await _interrupt(proc)
+    first = log.read_text(errors="replace")
+    assert "installing pgqueue" in first
+    _started_block(first, url, pgdata)
     assert (pgdata / "PG_VERSION").exists()
     assert not (pgdata / "postmaster.pid").exists(), "Ctrl-C left the embedded server running"
 
     proc = await _start(clean_clone, port)
     try:
-        await _healthy(url, proc)
+        await _healthy(url, proc, clean_clone)
         async with httpx.AsyncClient(base_url=url) as http:
             assert [t["name"] for t in (await http.get("/topics")).json()] == ["kept"]
     finally:
         await _interrupt(proc)
+    second = log.read_text(errors="replace")[len(first) :]
+    assert "installing" not in second, "nothing changed, yet run_all.sh installed again"
+    _started_block(second, url, pgdata)
     assert not (pgdata / "postmaster.pid").exists()

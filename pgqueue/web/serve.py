@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -49,8 +51,14 @@ def uvicorn_config(
 
 
 def run(
-    factory: str, *, default_port: int, host: str | None = None, port: int | None = None
+    factory: str,
+    *,
+    default_port: int,
+    host: str | None = None,
+    port: int | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
+    """Serves until a signal; on_ready is called once the server listens."""
     log_to_stderr()
     settings = Settings()
     config = uvicorn_config(
@@ -61,8 +69,19 @@ def run(
         factory=True,
         log_level="info",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, on_ready)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a second Ctrl-C
         server.run()
-    if not server.started:
+    if not server.started:  # the port was taken, the app did not start: logged already
         sys.exit(STARTUP_FAILURE)
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_ready is not None:
+            self._on_ready()
