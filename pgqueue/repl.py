@@ -281,10 +281,10 @@ class QSubscriber(_Client):
         query = {"start": start, "ack": ack, "prefetch": prefetch}
         if subscriber:
             query["subscriber"] = subscriber
-        if self._token:
-            query["token"] = self._token
         ws_url = self.url.replace("http", "ws", 1) + f"/ws/topics/{topic}?{urlencode(query)}"
-        with connect(ws_url) as ws:
+        # In a header, not the URL: URLs end up in logs.
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        with connect(ws_url, additional_headers=headers) as ws:
             for text in ws:
                 yield json.loads(text)
 

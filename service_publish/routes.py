@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from pgqueue.errors import SubscriberNotFound, TopicNotFound
-from pgqueue.web.auth import READ, require
+from pgqueue.web.auth import ADMIN, CONSUME, PUBLISH, SEE, CallerDep, on_topic
 from pgqueue.web.state import QueueDep
 from service_publish.schemas import (
     BatchIn,
@@ -34,9 +34,11 @@ from service_publish.schemas import (
 )
 
 router = APIRouter()
-Read = [Depends(require(READ))]
-Admin = [Depends(require("admin"))]
-Publish = [Depends(require("publish"))]
+# Each route holds a scope on the {topic} it acts on; routes without one check in the body.
+Sees = [Depends(on_topic(SEE))]
+Consume = [Depends(on_topic(CONSUME))]
+Admin = [Depends(on_topic(ADMIN))]
+Publish = [Depends(on_topic(PUBLISH))]
 NO_CONTENT = Response(status_code=204)
 
 
@@ -44,13 +46,15 @@ def _seconds(value: float | None) -> timedelta | None:
     return timedelta(seconds=value) if value is not None else None
 
 
-@router.get("/topics", tags=["topics"], dependencies=Read)
-async def list_topics(queue: QueueDep) -> list[TopicOut]:
-    return [TopicOut.of(t) for t in await queue.list_topics()]
+@router.get("/topics", tags=["topics"])
+async def list_topics(queue: QueueDep, caller: CallerDep) -> list[TopicOut]:
+    """The topics this token holds any scope on."""
+    return [TopicOut.of(t) for t in await queue.list_topics() if caller.sees(t.name)]
 
 
-@router.post("/topics", status_code=201, tags=["topics"], dependencies=Admin)
-async def create_topic(body: TopicIn, queue: QueueDep) -> TopicOut:
+@router.post("/topics", status_code=201, tags=["topics"])
+async def create_topic(body: TopicIn, queue: QueueDep, caller: CallerDep) -> TopicOut:
+    caller.require(ADMIN, body.name)
     topic = await queue.create_topic(
         body.name,
         description=body.description,
@@ -62,7 +66,7 @@ async def create_topic(body: TopicIn, queue: QueueDep) -> TopicOut:
     return TopicOut.of(topic)
 
 
-@router.get("/topics/{topic}", tags=["topics"], dependencies=Read)
+@router.get("/topics/{topic}", tags=["topics"], dependencies=Sees)
 async def get_topic(topic: str, queue: QueueDep) -> TopicOut:
     found = await queue.list_topics(topic)
     if not found:
@@ -103,7 +107,7 @@ async def publish_batch(topic: str, body: BatchIn, queue: QueueDep) -> BatchPubl
     return BatchPublishedOut(topic=topic, offsets=offsets)
 
 
-@router.get("/topics/{topic}/messages", tags=["messages"], dependencies=Read)
+@router.get("/topics/{topic}/messages", tags=["messages"], dependencies=Consume)
 async def read_messages(
     topic: str,
     queue: QueueDep,
@@ -120,7 +124,7 @@ async def read_messages(
     )
 
 
-@router.get("/topics/{topic}/subscribers", tags=["subscribers"], dependencies=Read)
+@router.get("/topics/{topic}/subscribers", tags=["subscribers"], dependencies=Consume)
 async def list_subscribers(topic: str, queue: QueueDep) -> list[SubscriberOut]:
     return [SubscriberOut.of(s) for s in await queue.list_subscribers(topic)]
 
@@ -142,7 +146,7 @@ async def create_subscriber(topic: str, body: SubscriberIn, queue: QueueDep) -> 
     return SubscriberOut.of(subscriber)
 
 
-@router.get("/topics/{topic}/subscribers/{name}", tags=["subscribers"], dependencies=Read)
+@router.get("/topics/{topic}/subscribers/{name}", tags=["subscribers"], dependencies=Consume)
 async def get_subscriber(topic: str, name: str, queue: QueueDep) -> SubscriberOut:
     for subscriber in await queue.list_subscribers(topic):
         if subscriber.name == name:
@@ -227,9 +231,12 @@ async def purge_dead_letters(
     return CountOut(count=await queue.purge_dead_letters(topic, name, first=first, last=last))
 
 
-@router.get("/stats", tags=["stats"], dependencies=Read)
-async def stats(queue: QueueDep) -> StatsOut:
+@router.get("/stats", tags=["stats"])
+async def stats(queue: QueueDep, caller: CallerDep) -> StatsOut:
+    """Figures of the topics this token holds admin on."""
     return StatsOut(
-        topics=[asdict(t) for t in await queue.topic_stats()],
-        subscribers=[asdict(s) for s in await queue.subscriber_stats()],
+        topics=[asdict(t) for t in await queue.topic_stats() if caller.may(ADMIN, t.topic)],
+        subscribers=[
+            asdict(s) for s in await queue.subscriber_stats() if caller.may(ADMIN, s.topic)
+        ],
     )

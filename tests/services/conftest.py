@@ -32,13 +32,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[RunningServer]:
+def serving(settings: Settings, *, log_level: str = "warning") -> Iterator[RunningServer]:
     port = free_port()
     config = uvicorn.Config(
         create_app(settings),
         host="127.0.0.1",
         port=port,
-        log_level="warning",
+        log_level=log_level,
         ws_max_size=settings.ws_max_frame_bytes,
         lifespan="on",
     )
