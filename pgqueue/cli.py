@@ -92,11 +92,19 @@ def parse_json(text: str, what: str) -> Any:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8888).")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve a non-loopback address without tokens (everyone is admin).",
+        ),
+    ] = False,
 ) -> None:
     """Run the combined server: REST and WebSocket at /, v1 under /v1, Swagger at /docs.
 
     With no PGQUEUE_DATABASE_URL, starts (and migrates) an embedded PostgreSQL whose data
     lives in PGQUEUE_EMBEDDED_PGDATA (default .pgqueue/pgdata), so it survives restarts.
+    Without PGQUEUE_API_TOKENS it serves loopback addresses only, unless --insecure.
     """
     import os
     import signal
@@ -104,11 +112,15 @@ def serve(
 
     from pgqueue import migrate as migrations
     from pgqueue.availability import wait_for_database
+    from pgqueue.web.exposure import refusal
     from pgqueue.web.serve import log_to_stderr
     from pgqueue.web.serve import run as run_server
 
     log_to_stderr()
     settings = Settings()
+    # Checked again (and warned about) where it binds; here before PostgreSQL starts for nothing.
+    if reason := refusal(settings, host or settings.host, insecure=insecure):
+        raise fail(reason)
     if settings.dsn() is None:
         from pgqueue import embedded
 
@@ -129,7 +141,12 @@ def serve(
         migrations.upgrade(dsn)
     except Exception as error:  # alembic raises many kinds; any of them stops us here
         raise fail(f"migration failed: {error}") from None
-    run_server("pgqueue.web.combined:create_app", default_port=port or settings.port, host=host)
+    run_server(
+        "pgqueue.web.combined:create_app",
+        default_port=port or settings.port,
+        host=host,
+        insecure=insecure,
+    )
 
 
 @app.command()

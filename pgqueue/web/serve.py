@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 
 import uvicorn
 
 from pgqueue.settings import Settings
+from pgqueue.web.exposure import UnsafeBind, check_bind
 
 # Our loggers: the library's and the services'.
 LOGGERS = ("pgqueue", "service_publish", "service_subscribe")
@@ -28,15 +31,40 @@ def log_to_stderr() -> None:
 
 
 def run(
-    factory: str, *, default_port: int, host: str | None = None, port: int | None = None
+    factory: str,
+    *,
+    default_port: int,
+    host: str | None = None,
+    port: int | None = None,
+    insecure: bool = False,
 ) -> None:
+    """Serves the app `factory` makes; exits with a message rather than expose an open API."""
     log_to_stderr()
     settings = Settings()
+    host = host or settings.host
+    try:
+        check_bind(settings, host, insecure=insecure)
+    except UnsafeBind as error:
+        raise SystemExit(f"pgqueue: {error}") from None
+    # The factory reads its own Settings: it must know the address (its Host allow-list).
+    os.environ["PGQUEUE_HOST"] = host
     uvicorn.run(
         factory,
         factory=True,
-        host=host or settings.host,
+        host=host,
         port=port or default_port,
         ws_max_size=settings.ws_max_frame_bytes,
         log_level="info",
     )
+
+
+def run_service(factory: str, *, default_port: int) -> None:
+    """`python -m service_...`: the options a service takes on its command line."""
+    parser = argparse.ArgumentParser(description=f"Serve {factory.split('.')[0]}.")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback PGQUEUE_HOST without tokens (everyone is admin)",
+    )
+    options = parser.parse_args()
+    run(factory, default_port=default_port, insecure=options.insecure)
