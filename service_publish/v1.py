@@ -61,7 +61,8 @@ def _route(path: str, method: str, *, changes_state: bool = False) -> Callable[[
     """Registers a v1 handler: parameters in, JSON out, PgQueueError and V1Error → 422."""
 
     def register(handler: Handler) -> Handler:
-        async def endpoint(queue: QueueDep, params: ParamsDep, caller: CallerDep) -> JSONResponse:
+        # The caller first: no token is a 401 whatever the parameters are.
+        async def endpoint(caller: CallerDep, queue: QueueDep, params: ParamsDep) -> JSONResponse:
             try:
                 result = await handler(queue, params, caller)
             except V1Error as error:
@@ -152,7 +153,7 @@ def _topic(params: Params, caller: Caller, scope: str) -> str:
     return name
 
 
-def _visible_topics(params: Params, caller: Caller, scope: str) -> str | None:
+def _asked_topic(params: Params, caller: Caller, scope: str) -> str | None:
     """The topic asked for (which the caller must hold `scope` on), or None for all."""
     return _topic(params, caller, scope) if params.get("topic") else None
 
@@ -177,7 +178,7 @@ async def delete_topic(queue: pgqueue.Queue, params: Params, caller: Caller) -> 
 @_route("/topics", "GET")
 async def list_topics(queue: pgqueue.Queue, params: Params, caller: Caller) -> Any:
     """List the topics this token holds any scope on ([topic])."""
-    topics = await queue.list_topics(_visible_topics(params, caller, SEE))
+    topics = await queue.list_topics(_asked_topic(params, caller, SEE))
     return [
         {"topic": t.name, "description": t.description, "create_ts": _iso(t.created_at)}
         for t in topics
@@ -196,7 +197,7 @@ async def publish(queue: pgqueue.Queue, params: Params, caller: Caller) -> Any:
 @_route("/topic_messages", "GET")
 async def topic_messages(queue: pgqueue.Queue, params: Params, caller: Caller) -> Any:
     """List stored messages of the topics this token may consume ([topic])."""
-    asked = _visible_topics(params, caller, CONSUME)
+    asked = _asked_topic(params, caller, CONSUME)
     names = [asked] if asked else [t.name for t in await queue.list_topics()]
     rows: list[dict[str, Any]] = []
     for name in names:
@@ -208,7 +209,7 @@ async def topic_messages(queue: pgqueue.Queue, params: Params, caller: Caller) -
 @_route("/topic_subscribers", "GET")
 async def topic_subscribers(queue: pgqueue.Queue, params: Params, caller: Caller) -> Any:
     """List subscribers of the topics this token may consume ([topic])."""
-    subscribers = await queue.list_subscribers(_visible_topics(params, caller, CONSUME))
+    subscribers = await queue.list_subscribers(_asked_topic(params, caller, CONSUME))
     return [_subscriber_row(s) for s in subscribers if caller.may(CONSUME, s.topic)]
 
 
