@@ -21,7 +21,7 @@ from tests.support import within
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_compose_file_wires_db_migrate_and_server() -> None:
+def test_compose_file_wires_db_migrate_and_server(tmp_path: Path) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert set(services) == {"db", "migrate", "server", "publish", "subscribe"}
@@ -36,7 +36,8 @@ def test_compose_file_wires_db_migrate_and_server() -> None:
         assert services[name]["ports"] == [f"${{COMPOSE_BIND_ADDRESS:-127.0.0.1}}:{port}:{port}"]
     if shutil.which("docker-compose"):  # .ci/run installs it; the engine is not needed
         assert _compose_config("--env-file", str(ROOT / ".env.example")).returncode == 0
-        without_tokens = _compose_config("--env-file", "/dev/null")
+        (tmp_path / "empty.env").write_text("")
+        without_tokens = _compose_config("--env-file", str(tmp_path / "empty.env"))
         assert without_tokens.returncode != 0
         assert "copy .env.example to .env and set a token" in without_tokens.stderr
 
