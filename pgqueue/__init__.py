@@ -13,6 +13,7 @@ from pgqueue.errors import (
     LeaseLost,
     PayloadTooLarge,
     PgQueueError,
+    SchemaMismatch,
     SubscriberExists,
     SubscriberNotFound,
     TopicExists,
@@ -21,6 +22,7 @@ from pgqueue.errors import (
 )
 from pgqueue.models import (
     DeadLetter,
+    Lease,
     Message,
     ResetResult,
     RetentionResult,
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidName",
     "InvalidPayload",
     "InvalidPosition",
+    "Lease",
     "LeaseLost",
     "Message",
     "PayloadTooLarge",
@@ -51,6 +54,7 @@ __all__ = [
     "Queue",
     "ResetResult",
     "RetentionResult",
+    "SchemaMismatch",
     "Settings",
     "StoredMessage",
     "Subscriber",

@@ -27,6 +27,7 @@ import pgqueue
 from pgqueue.delivery import Claims
 from pgqueue.settings import Settings
 from pgqueue.web.auth import ADMIN, PUBLISH, Caller
+from pgqueue.web.state import consumer_name
 from service_subscribe.frames import (
     CLIENT_FRAME,
     Ack,
@@ -86,6 +87,7 @@ class Session:
             poll_interval=self.settings.poll_interval,
             epoch=self.epoch,
             on_reset=self._enter_epoch,
+            consumer=consumer_name("websocket", self.websocket.client),
         )
 
     async def run(self) -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
+from pgqueue.migrate import RUNTIME_ROLE, as_role
 from pgqueue.settings import Settings
 from pgqueue.web.combined import create_app
 
@@ -59,7 +60,10 @@ def serving(settings: Settings, *, log_level: str = "warning") -> Iterator[Runni
 
 @pytest.fixture
 def server_settings(database_dsn: str) -> Settings:
-    return Settings(database_url=database_dsn, ws_send_timeout=2.0, poll_interval=30.0)
+    # As the deployed server runs: the runtime role, which may only call the API.
+    return Settings(
+        database_url=as_role(database_dsn, RUNTIME_ROLE), ws_send_timeout=2.0, poll_interval=30.0
+    )
 
 
 @pytest.fixture

@@ -202,10 +202,17 @@ async def snapshot(http: httpx.AsyncClient, ignored: Callable[[str], bool]) -> A
             {k: v for k, v in t.items() if k != "subscribers"} for t in stats["topics"]
         ],
         "subscriber_stats": [
-            s for s in stats["subscribers"] if (s["topic"], s["subscriber"]) in kept
+            _timeless(s) for s in stats["subscribers"] if (s["topic"], s["subscriber"]) in kept
         ],
         "subscribers": subscribers,
     }
+
+
+def _timeless(stats: dict[str, Any]) -> dict[str, Any]:
+    """A subscriber's figures without what moves with the clock alone: how long messages have
+    waited, and whether a lease has run out yet (leased = in flight + expired)."""
+    kept = {k: v for k, v in stats.items() if k not in {"lag_seconds", "in_flight", "expired"}}
+    return {**kept, "leased": stats.get("in_flight", 0) + stats.get("expired", 0)}
 
 
 def from_websocket_case(name: str) -> bool:
