@@ -9,7 +9,8 @@ FROM python:3.11-slim
 COPY --from=build /dist /dist
 RUN pip install --no-cache-dir "$(ls /dist/pgqueue-*.whl)[services]" && rm -rf /dist
 
-# Inside a container the servers must listen beyond loopback.
+# Inside a container the servers must listen beyond loopback, so they refuse to start without
+# PGQUEUE_API_TOKENS (docker-compose reads them from .env; see .env.example).
 ENV PGQUEUE_HOST=0.0.0.0
 EXPOSE 8888 8001 8002
 CMD ["pgqueue", "serve"]

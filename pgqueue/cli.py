@@ -119,20 +119,32 @@ def parse_json(text: str, what: str) -> Any:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8888).")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve a non-loopback address without tokens (everyone is admin).",
+        ),
+    ] = False,
 ) -> None:
     """Run the combined server: REST and WebSocket at /, v1 under /v1, Swagger at /docs.
 
     With no PGQUEUE_DATABASE_URL, starts (and migrates) an embedded PostgreSQL whose data
     lives in PGQUEUE_EMBEDDED_PGDATA (default .pgqueue/pgdata), so it survives restarts; it
     stops when the server exits, however it exits.
+    Without PGQUEUE_API_TOKENS it serves loopback addresses only, unless --insecure.
     """
     from pgqueue import migrate as migrations
     from pgqueue.availability import wait_for_database
+    from pgqueue.web.exposure import refusal
     from pgqueue.web.serve import log_to_stderr
     from pgqueue.web.serve import run as run_server
 
     log_to_stderr()
     settings = Settings()
+    # Checked again (and warned about) where it binds; here before PostgreSQL starts for nothing.
+    if reason := refusal(settings, host or settings.host, insecure=insecure):
+        raise fail(reason)
     with ExitStack() as stack:
         if settings.database_url is None:
             migrate_dsn, runtime_dsn = _start_embedded(stack, settings)
@@ -157,6 +169,7 @@ def serve(
             on_ready=lambda: _show_where(
                 url, database_line, embedded=settings.database_url is None
             ),
+            insecure=insecure,
         )
 
 

@@ -62,7 +62,11 @@ def server_token(token: str | None, scopes: frozenset[str]) -> str | None:
     if found:
         return found
     for candidate, granted in _settings().api_tokens.items():
-        if scopes <= set(granted) or "admin" in granted:
+        if candidate.startswith("sha256:"):
+            continue  # only its digest is known
+        # Every topic's scopes, or those of its patterns together.
+        held = set(granted) if isinstance(granted, list) else set().union(*granted.values())
+        if scopes <= held or "admin" in held:
             return candidate
     return None
 
@@ -396,11 +400,11 @@ class QSubscriber(_Client):
         query: dict[str, Any] = {"start": start, "ack": ack, "prefetch": prefetch}
         if subscriber:
             query["subscriber"] = subscriber
-        if self._token:
-            query["token"] = self._token
         ws_url = self.url.replace("http", "ws", 1) + f"/ws/topics/{topic}?{urlencode(query)}"
         try:
-            with connect(ws_url, open_timeout=self._timeout) as ws:
+            # The token in a header, not the URL: URLs end up in logs.
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+            with connect(ws_url, open_timeout=self._timeout, additional_headers=headers) as ws:
                 while True:
                     try:
                         text = ws.recv(timeout=timeout)

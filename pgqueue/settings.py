@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# "subscribe" is the old name of "consume", still accepted.
+ScopeName = Literal["publish", "consume", "subscribe", "admin"]
 
 
 class Settings(BaseSettings):
@@ -62,11 +67,12 @@ class Settings(BaseSettings):
     # -- services ------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address the servers bind to.")
     port: int = Field(default=8888, ge=1, le=65535, description="Port of `pgqueue serve`.")
-    api_tokens: dict[str, list[Literal["publish", "subscribe", "admin"]]] = Field(
+    api_tokens: dict[str, list[ScopeName] | dict[str, list[ScopeName]]] = Field(
         default_factory=dict,
         repr=False,
-        description='Bearer tokens and their scopes, as JSON: {"token": ["publish"]}. '
-        "Empty: no authentication.",
+        description="Bearer tokens (or sha256:<hex> of them) and their scopes, as JSON: per "
+        'topic pattern {"token": {"orders.*": ["publish"]}}, or for every topic '
+        '{"token": ["publish"]}. Empty: no authentication.',
     )
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024, gt=0, description="Largest HTTP request body."
@@ -153,6 +159,51 @@ class Settings(BaseSettings):
         description="Seconds a /metrics scrape reuses the database statistics the one before "
         "read (0: every scrape reads them).",
     )
+
+    # -- access control ---------------------------------------------------------------------
+    max_lease: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest lease, in seconds, a claim may ask for on any protocol.",
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Serve on a non-loopback address without tokens (everyone is admin).",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header names served besides loopback and PGQUEUE_HOST (patterns like "
+        "*.example.com; * for any), comma-separated or a JSON list.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (https://app.example.com) allowed on WebSocket handshakes and "
+        "state-changing requests besides the server's own; * for any.",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _sha256_keys_are_digests(cls, tokens: dict[str, Any]) -> dict[str, Any]:
+        for key in tokens:
+            if key.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", key):
+                raise ValueError(f"{key[:15]}...: a sha256: key has 64 hexadecimal digits")
+        return tokens
+
+    @model_validator(mode="after")
+    def _default_lease_within_cap(self) -> Settings:
+        if self.default_lease > self.max_lease:
+            raise ValueError("default_lease must not exceed max_lease")
+        return self
 
     def dsn(self) -> str | None:
         """The database pgqueue connects to: PGQUEUE_DATABASE_URL; unset, the embedded server

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from pgqueue.errors import SubscriberNotFound, TopicNotFound
-from pgqueue.web.auth import READ, require
+from pgqueue.web.auth import ADMIN, CONSUME, PUBLISH, SEE, CallerDep, on_topic
 from pgqueue.web.openapi import SAFE_INTEGER
 from pgqueue.web.rates import rate_limit
 from pgqueue.web.state import QueueDep
@@ -36,9 +36,12 @@ from service_publish.schemas import (
 )
 
 router = APIRouter()
-Read = [Depends(require(READ))]
-Admin = [Depends(require("admin")), Depends(rate_limit("admin"))]
-Publish = [Depends(require("publish")), Depends(rate_limit("publish"))]
+# Each route holds a scope on the {topic} it acts on; routes without one check in the body.
+# Publish and admin calls also count against the caller's rates (pgqueue.web.rates).
+Sees = [Depends(on_topic(SEE))]
+Consume = [Depends(on_topic(CONSUME))]
+Admin = [Depends(on_topic(ADMIN)), Depends(rate_limit("admin"))]
+Publish = [Depends(on_topic(PUBLISH)), Depends(rate_limit("publish"))]
 NO_CONTENT = Response(status_code=204)
 
 
@@ -46,15 +49,18 @@ def _seconds(value: float | None) -> timedelta | None:
     return timedelta(seconds=value) if value is not None else None
 
 
-@router.get("/topics", tags=["topics"], dependencies=Read)
-async def list_topics(queue: QueueDep) -> list[TopicOut]:
-    """Every topic."""
-    return [TopicOut.of(t) for t in await queue.list_topics()]
+@router.get("/topics", tags=["topics"])
+async def list_topics(queue: QueueDep, caller: CallerDep) -> list[TopicOut]:
+    """The topics this token holds any scope on."""
+    return [TopicOut.of(t) for t in await queue.list_topics() if caller.sees(t.name)]
 
 
-@router.post("/topics", status_code=201, tags=["topics"], dependencies=Admin)
-async def create_topic(body: TopicIn, queue: QueueDep) -> TopicOut:
-    """Create a topic (409 if it exists)."""
+@router.post(
+    "/topics", status_code=201, tags=["topics"], dependencies=[Depends(rate_limit("admin"))]
+)
+async def create_topic(body: TopicIn, queue: QueueDep, caller: CallerDep) -> TopicOut:
+    """Create a topic (409 if it exists); takes admin on its name."""
+    caller.require(ADMIN, body.name)
     topic = await queue.create_topic(
         body.name,
         description=body.description,
@@ -66,7 +72,7 @@ async def create_topic(body: TopicIn, queue: QueueDep) -> TopicOut:
     return TopicOut.of(topic)
 
 
-@router.get("/topics/{topic}", tags=["topics"], dependencies=Read)
+@router.get("/topics/{topic}", tags=["topics"], dependencies=Sees)
 async def get_topic(topic: str, queue: QueueDep) -> TopicOut:
     """One topic's settings."""
     found = await queue.list_topics(topic)
@@ -112,7 +118,7 @@ async def publish_batch(topic: str, body: BatchIn, queue: QueueDep) -> BatchPubl
     return BatchPublishedOut(topic=topic, offsets=offsets)
 
 
-@router.get("/topics/{topic}/messages", tags=["messages"], dependencies=Read)
+@router.get("/topics/{topic}/messages", tags=["messages"], dependencies=Consume)
 async def read_messages(
     topic: str,
     queue: QueueDep,
@@ -132,7 +138,7 @@ async def read_messages(
     )
 
 
-@router.get("/topics/{topic}/subscribers", tags=["subscribers"], dependencies=Read)
+@router.get("/topics/{topic}/subscribers", tags=["subscribers"], dependencies=Consume)
 async def list_subscribers(topic: str, queue: QueueDep) -> list[SubscriberOut]:
     """The topic's subscribers."""
     subscribers = await queue.list_subscribers(topic)
@@ -159,7 +165,7 @@ async def create_subscriber(topic: str, body: SubscriberIn, queue: QueueDep) -> 
     return SubscriberOut.of(subscriber)
 
 
-@router.get("/topics/{topic}/subscribers/{name}", tags=["subscribers"], dependencies=Read)
+@router.get("/topics/{topic}/subscribers/{name}", tags=["subscribers"], dependencies=Consume)
 async def get_subscriber(topic: str, name: str, queue: QueueDep) -> SubscriberOut:
     """One subscriber: its position, filter and retry policy."""
     for subscriber in await queue.list_subscribers(topic):
@@ -256,10 +262,12 @@ async def purge_dead_letters(
     return CountOut(count=await queue.purge_dead_letters(topic, name, first=first, last=last))
 
 
-@router.get("/stats", tags=["stats"], dependencies=Read)
-async def stats(queue: QueueDep) -> StatsOut:
-    """Figures per topic and per subscriber."""
+@router.get("/stats", tags=["stats"])
+async def stats(queue: QueueDep, caller: CallerDep) -> StatsOut:
+    """Figures per topic and per subscriber, of the topics this token holds admin on."""
     return StatsOut(
-        topics=[asdict(t) for t in await queue.topic_stats()],
-        subscribers=[asdict(s) for s in await queue.subscriber_stats()],
+        topics=[asdict(t) for t in await queue.topic_stats() if caller.may(ADMIN, t.topic)],
+        subscribers=[
+            asdict(s) for s in await queue.subscriber_stats() if caller.may(ADMIN, s.topic)
+        ],
     )

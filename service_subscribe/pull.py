@@ -1,25 +1,35 @@
-"""HTTP pull for consumers that cannot hold a socket: claim, ack, nack by subscriber id."""
+"""HTTP pull for consumers that cannot hold a socket: claim, ack, nack by subscriber id.
+
+Each call needs the consume scope on the subscriber's topic; with tokens on, an unknown id is
+refused like a forbidden one (403).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+import pgqueue
 from pgqueue.delivery import reject
 from pgqueue.publish import seconds
-from pgqueue.web.auth import require
+from pgqueue.web.auth import CONSUME, CallerDep, subscriber_for
 from pgqueue.web.state import QueueDep, consumer_name
 from service_publish.fields import LeaseToken, Offset
 from service_publish.schemas import Strict
 
-router = APIRouter(
-    prefix="/subscribers/{subscriber_id}",
-    tags=["pull"],
-    dependencies=[Depends(require("subscribe"))],
-)
+router = APIRouter(prefix="/subscribers/{subscriber_id}", tags=["pull"])
+
+
+async def consumed_subscriber(
+    subscriber_id: int, queue: QueueDep, caller: CallerDep
+) -> pgqueue.Subscriber:
+    return await subscriber_for(queue, caller, subscriber_id, CONSUME)
+
+
+SubscriberDep = Annotated[pgqueue.Subscriber, Depends(consumed_subscriber)]
 
 
 class ClaimIn(Strict):
@@ -97,9 +107,12 @@ class NackOut(BaseModel):
 
 
 @router.post("/claim", response_model=ClaimOut)
-async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep, request: Request) -> Response:
-    """Lease up to max_messages messages of the subscriber, for lease_ms."""
-    s = await queue.subscriber_by_id(subscriber_id)
+async def claim(request: Request, s: SubscriberDep, body: ClaimIn, queue: QueueDep) -> Response:
+    """Lease up to max_messages messages of the subscriber, for lease_ms (at most
+    PGQUEUE_MAX_LEASE)."""
+    max_lease = request.app.state.settings.max_lease
+    if body.lease_ms and body.lease_ms > max_lease * 1000:
+        raise pgqueue.InvalidArgument(f"lease_ms is at most {int(max_lease * 1000)} here")
     lease = seconds(body.lease_ms / 1000) if body.lease_ms else None
     messages = await queue.claim(
         s.topic,
@@ -131,17 +144,15 @@ async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep, request: Req
 
 
 @router.post("/ack")
-async def ack(subscriber_id: int, body: AckIn, queue: QueueDep) -> AckOut:
+async def ack(s: SubscriberDep, body: AckIn, queue: QueueDep) -> AckOut:
     """Mark claimed messages done; offsets whose lease was lost are listed apart."""
-    s = await queue.subscriber_by_id(subscriber_id)
     done = await queue.ack(s.topic, s.name, body.offsets, body.lease_tokens)
     return AckOut(acked=done, lost=sorted(set(body.offsets) - set(done)))
 
 
 @router.post("/nack")
-async def nack(subscriber_id: int, body: NackIn, queue: QueueDep) -> NackOut:
+async def nack(s: SubscriberDep, body: NackIn, queue: QueueDep) -> NackOut:
     """Give a claimed message back: retried after the backoff, or dead-lettered."""
-    s = await queue.subscriber_by_id(subscriber_id)
     delay = seconds(body.delay_ms / 1000) if body.delay_ms is not None else None
     state = await queue.nack_offset(
         s.topic, s.name, body.offset, body.lease_token, delay=delay, error=body.error

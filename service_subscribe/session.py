@@ -2,7 +2,8 @@
 
 Claiming, waking up, resets and database outages are pgqueue.delivery.Claims' (the loop
 consume() uses too); the session frames what Claims hands it, keeps at most `prefetch` unacked
-messages, and carries out the client's acks, nacks, seeks and publishes. The only things it
+messages, and carries out the client's acks, nacks, seeks and publishes (a seek takes admin on
+the topic, a publish the publish scope on the topic it names). The only things it
 shares with other connections are the pool and the process's listener. A client that does not
 take a frame within ws_send_timeout is closed and its claims go back to the group at once, so
 it never holds up anyone else. A reset (from anywhere) drops what was claimed before it, sends
@@ -25,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 import pgqueue
 from pgqueue.delivery import Claims
 from pgqueue.settings import Settings
+from pgqueue.web.auth import ADMIN, PUBLISH, Caller
 from pgqueue.web.rates import frame_refusal
 from pgqueue.web.state import consumer_name
 from service_subscribe.frames import (
@@ -63,7 +65,7 @@ class Session:
     auto_ack: bool
     prefetch: int
     lease: timedelta
-    may_publish: bool
+    caller: Caller
     epoch: int = 0  # the subscriber's reset epoch when the connection opened
     holdings: Holdings = field(init=False)
     claims: Claims = field(init=False)
@@ -267,12 +269,7 @@ class Session:
         elif isinstance(frame, Nack):
             await self._nack(frame)
         elif isinstance(frame, Seek):
-            if refusal := frame_refusal(self.websocket, "admin"):
-                await self._error("rate_limited", refusal)
-                return
-            # The reset's notification comes back to every connection of the subscriber,
-            # this one included, and brings the `reset` frame.
-            await self.queue.reset(self.topic, subscriber=self.subscriber, to=frame.to)
+            await self._seek(frame)
         else:
             await self._publish(frame)
 
@@ -318,14 +315,25 @@ class Session:
         self.room.set()
         self.claims.poke()  # its retry may fall due before the delivery loop would look
 
+    async def _seek(self, frame: Seek) -> None:
+        if not self.caller.may(ADMIN, self.topic):
+            await self._error("forbidden", f"seeking takes the 'admin' scope on {self.topic!r}")
+            return
+        if refusal := frame_refusal(self.websocket, "admin"):
+            await self._error("rate_limited", refusal)
+            return
+        # The reset's notification comes back to every connection of the subscriber, this
+        # one included, and brings the `reset` frame.
+        await self.queue.reset(self.topic, subscriber=self.subscriber, to=frame.to)
+
     async def _publish(self, frame: Publish) -> None:
-        if not self.may_publish:
-            await self._error("forbidden", "this token lacks the 'publish' scope")
+        topic = frame.topic or self.topic
+        if not self.caller.may(PUBLISH, topic):
+            await self._error("forbidden", f"this token lacks the 'publish' scope on {topic!r}")
             return
         if refusal := frame_refusal(self.websocket, "publish"):
             await self._error("rate_limited", {**refusal, "ref": frame.ref})
             return
-        topic = frame.topic or self.topic
         offset = await self.queue.publish(
             topic, frame.payload, headers=frame.headers, key=frame.key
         )

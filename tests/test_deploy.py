@@ -15,13 +15,15 @@ import httpx
 import pytest
 import yaml
 
+from pgqueue.settings import Settings
+from pgqueue.web.exposure import refusal
 from tests.services.conftest import free_port
 from tests.support import within
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_compose_file_wires_db_migrate_and_server() -> None:
+def test_compose_file_wires_db_migrate_and_server(tmp_path: Path) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert set(services) == {"db", "migrate", "server", "publish", "subscribe"}
@@ -32,15 +34,36 @@ def test_compose_file_wires_db_migrate_and_server() -> None:
         assert services[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
         )
-        assert f"{port}:{port}" in services[name]["ports"]
+        # Published on the host's loopback unless the operator says otherwise.
+        assert services[name]["ports"] == [f"${{COMPOSE_BIND_ADDRESS:-127.0.0.1}}:{port}:{port}"]
     if shutil.which("docker-compose"):  # .ci/run installs it; the engine is not needed
-        result = subprocess.run(
-            ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
+        assert _compose_config("--env-file", str(ROOT / ".env.example")).returncode == 0
+        (tmp_path / "empty.env").write_text("")
+        without_tokens = _compose_config("--env-file", str(tmp_path / "empty.env"))
+        assert without_tokens.returncode != 0
+        assert "copy .env.example to .env and set a token" in without_tokens.stderr
+
+
+def _compose_config(*options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker-compose", *options, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compose_serves_only_with_a_token_from_the_env_file() -> None:
+    """Finding 3 of issue 9: compose published the whole admin API with no tokens."""
+    environment = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-pgqueue"][
+        "environment"
+    ]
+    assert environment["PGQUEUE_API_TOKENS"].startswith("${PGQUEUE_API_TOKENS:?")
+    example = Settings(_env_file=ROOT / ".env.example")
+    assert example.api_tokens == {"change-me": {"*": ["admin"]}}
+    # Copied and not edited, the example's token is refused.
+    assert refusal(example, "0.0.0.0") is not None
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
 @pytest.fixture

@@ -9,8 +9,11 @@ from starlette.requests import ClientDisconnect
 
 from pgqueue.settings import Settings
 from pgqueue.web import errors, methods, metrics, openapi, rates
+from pgqueue.web.auth import Keyring
 from pgqueue.web.caps import WebSocketCaps
+from pgqueue.web.gate import Gate, RequestGate
 from pgqueue.web.limits import BodyLimit
+from pgqueue.web.logs import scrub_tokens_from_uvicorn_logs
 from pgqueue.web.state import queue_lifespan
 
 
@@ -21,7 +24,7 @@ def operation_id(route: APIRoute) -> str:
 
 def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     """A FastAPI app whose lifespan opens the Queue, with our error handlers, body limit,
-    per-caller rates and WebSocket caps.
+    tokens, per-caller rates, WebSocket caps, metrics, and a Host/Origin/content-type gate.
 
     Swagger UI (/docs) and ReDoc (/redoc) load their scripts from this server, not a CDN, so
     they work offline.
@@ -37,6 +40,8 @@ def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     )
     app.state.settings = settings
     app.state.queue = None
+    app.state.keyring = Keyring(settings)
+    app.state.gate = Gate(settings)
     errors.install(app)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     rates.install(app, settings)
@@ -45,6 +50,8 @@ def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(WebSocketCaps, settings=settings)
     metrics.install(app)
+    app.add_middleware(RequestGate, gate=app.state.gate)  # outermost: checked first
+    scrub_tokens_from_uvicorn_logs()
     return app
 
 

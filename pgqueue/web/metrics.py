@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import pgqueue
 from pgqueue.observer import Observer
 from pgqueue.settings import Settings
-from pgqueue.web.auth import require
+from pgqueue.web.auth import admin_everywhere
 from pgqueue.web.database_metrics import EPHEMERAL, DatabaseStats, PoolUse
 from pgqueue.web.state import QueueDep
 
@@ -228,7 +228,7 @@ def _router() -> APIRouter:
     router = APIRouter()
 
     # Admin when tokens are on: the labels name every topic and subscriber.
-    @router.get(PATH, include_in_schema=False, dependencies=[Depends(require("admin"))])
+    @router.get(PATH, include_in_schema=False, dependencies=[Depends(admin_everywhere)])
     async def scrape(request: Request, queue: QueueDep) -> Response:
         metrics: Metrics = request.app.state.metrics
         await metrics.database.refresh(queue)

@@ -4,8 +4,10 @@ tests, so the tests exercise what runs."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from pgqueue.settings import Settings
+from pgqueue.web.exposure import UnsafeBind, check_bind
 from pgqueue.web.protocol import HttpLimits, protocol_for
 
 # Our loggers: the library's and the services'.
@@ -57,14 +60,23 @@ def run(
     host: str | None = None,
     port: int | None = None,
     on_ready: Callable[[], None] | None = None,
+    insecure: bool = False,
 ) -> None:
-    """Serves until a signal; on_ready is called once the server listens."""
+    """Serves the app `factory` makes until a signal; on_ready is called once the server
+    listens. Exits with a message rather than expose an open API."""
     log_to_stderr()
     settings = Settings()
+    host = host or settings.host
+    try:
+        check_bind(settings, host, insecure=insecure)
+    except UnsafeBind as error:
+        raise SystemExit(f"pgqueue: {error}") from None
+    # The factory reads its own Settings: it must know the address (its Host allow-list).
+    os.environ["PGQUEUE_HOST"] = host
     config = uvicorn_config(
         factory,
         settings,
-        host=host or settings.host,
+        host=host,
         port=port or default_port,
         factory=True,
         log_level="info",
@@ -85,3 +97,15 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started and self._on_ready is not None:
             self._on_ready()
+
+
+def run_service(factory: str, *, default_port: int) -> None:
+    """`python -m service_...`: the options a service takes on its command line."""
+    parser = argparse.ArgumentParser(description=f"Serve {factory.split('.')[0]}.")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback PGQUEUE_HOST without tokens (everyone is admin)",
+    )
+    options = parser.parse_args()
+    run(factory, default_port=default_port, insecure=options.insecure)

@@ -34,14 +34,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[RunningServer]:
+def serving(settings: Settings, *, log_level: str = "warning") -> Iterator[RunningServer]:
     port = free_port()
     config = uvicorn_config(
         create_app(settings),
         settings,
         host="127.0.0.1",
         port=port,
-        log_level="warning",
+        log_level=log_level,
         lifespan="on",
     )
     server = uvicorn.Server(config)

@@ -57,9 +57,9 @@ async def test_tokens_and_scopes_over_http(secured: RunningServer) -> None:
         assert (await http.get("/v1/topics")).status_code == 401
         assert (await http.get("/v1/topics", headers=bearer("sub-token"))).status_code == 200
         assert (
-            await http.get(
+            await http.post(
                 "/v1/publish",
-                params={"topic": "orders", "message": "m"},
+                json={"topic": "orders", "message": "m"},
                 headers=bearer("sub-token"),
             )
         ).status_code == 403
@@ -74,10 +74,11 @@ async def test_tokens_over_websocket(secured: RunningServer) -> None:
     url = f"{secured.ws_url}/ws/topics/orders"
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(url)
+    assert refused.value.response.status_code == 401
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, additional_headers=bearer("pub-token"))
     assert refused.value.response.status_code == 403
-    with pytest.raises(websockets.InvalidStatus):
-        await websockets.connect(url + "?token=pub-token")
-    async with websockets.connect(url + "?token=sub-token") as ws:
+    async with websockets.connect(url, additional_headers=bearer("sub-token")) as ws:
         assert (await frame(ws))["type"] == "welcome"
         await ws.send(json.dumps({"type": "publish", "payload": 1}))
         assert (await frame(ws))["code"] == "forbidden"

@@ -19,7 +19,7 @@ from tests.services.conftest import RunningServer, serving
 from tests.services.test_websocket import frame
 from tests.support import eventually, within
 
-GET = b"GET /healthz HTTP/1.1\r\nHost: pgqueue\r\n"
+GET = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
 
 def _port(server: RunningServer) -> int:
@@ -134,7 +134,7 @@ async def test_a_connection_that_sends_nothing_is_cut_off(settings: Settings) ->
 async def test_a_body_sent_a_byte_at_a_time_is_cut_off(settings: Settings) -> None:
     with serving(_with(settings, http_body_timeout=0.5)) as server:
         head = (
-            b"POST /topics HTTP/1.1\r\nHost: pgqueue\r\nContent-Type: application/json\r\n"
+            b"POST /topics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 5000\r\n\r\n"
         )
         async with _trickling(server, head, b'{"name": "' + b"a" * 4000) as reader:
@@ -164,7 +164,7 @@ async def _refused_status(url: str, **options: Any) -> int:
 async def _create_orders(server: RunningServer) -> None:
     body = b'{"name": "orders"}'
     request = (
-        b"POST /topics HTTP/1.1\r\nHost: pgqueue\r\nContent-Type: application/json\r\n"
+        b"POST /topics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     assert _parse(await _exchange(server, request))[0] == 201

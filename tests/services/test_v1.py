@@ -69,7 +69,7 @@ async def test_seed_workflow_through_the_repl_clients(server: RunningServer) -> 
 
 async def test_v1_contract_details(server: RunningServer, http: httpx.AsyncClient) -> None:
     v1 = "/v1"
-    created = await http.get(f"{v1}/topic", params={"topic": "t", "description": "d"})
+    created = await http.post(f"{v1}/topic", json={"topic": "t", "description": "d"})
     assert created.status_code == 200
     assert created.headers["content-type"] == "application/json"
     assert created.json()["topic"] == "t"
@@ -88,7 +88,7 @@ async def test_v1_contract_details(server: RunningServer, http: httpx.AsyncClien
     assert isinstance(sub["subscriber_id"], int)
     for i in range(3):
         assert (
-            await http.get(f"{v1}/publish", params={"topic": "t", "message": f"m{i}"})
+            await http.post(f"{v1}/publish", json={"topic": "t", "message": f"m{i}"})
         ).status_code == 200
     one = (
         await http.get(f"{v1}/get_message", params={"subscriber_id": sub["subscriber_id"]})
@@ -122,9 +122,7 @@ async def test_v1_contract_details(server: RunningServer, http: httpx.AsyncClien
             f"{v1}/ack_message", content=b"{oops", headers={"content-type": "application/json"}
         )
     ).status_code == 422
-    assert (
-        await http.delete(f"{v1}/unsubscribe", params={"subscriber_id": 999999})
-    ).status_code == 422
+    assert (await http.post(f"{v1}/unsubscribe", json={"subscriber_id": 999999})).status_code == 422
 
 
 @pytest.mark.parametrize("env", ["PGQUEUE_URL", "PUBLISHER_URL"])

@@ -17,7 +17,6 @@ from urllib.parse import quote
 from fastapi import Depends, Form, Request
 from starlette.responses import Response
 
-from pgqueue.settings import Settings
 from pgqueue.web import auth
 
 TOKEN_COOKIE = "pgqueue_ui_token"
@@ -28,15 +27,16 @@ ADMIN = "admin"
 
 def tokens_required(request: Request) -> bool:
     """Whether the server has tokens configured (else the dashboard is open, as the API is)."""
-    settings: Settings = request.app.state.settings
-    return bool(settings.api_tokens)
+    return not auth.keyring_of(request).open
 
 
 def token_refusal(request: Request, token: str | None) -> int | None:
     """None when `token` may use the dashboard, else 401 (missing or unknown) or 403 (not an
     admin token). The only place the dashboard asks pgqueue.web.auth."""
-    settings: Settings = request.app.state.settings
-    return auth.check(settings, token, ADMIN)
+    caller = auth.keyring_of(request).caller(token)
+    if caller is None:
+        return 401
+    return None if caller.may(auth.ADMIN, auth.EVERY_TOPIC) else 403
 
 
 class Refused(Exception):
