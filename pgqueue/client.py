@@ -20,9 +20,11 @@ from pgqueue.errors import (
     InvalidArgument,
     InvalidFilter,
     LeaseLost,
+    LimitReached,
     PgQueueError,
     translated,
 )
+from pgqueue.limits import MAX_DEPTH, FieldLimits, depth_over, too_large
 from pgqueue.listener import Listener, ResetHandler
 from pgqueue.models import (
     DeadLetter,
@@ -59,6 +61,7 @@ class Queue:
         self.pool = pool
         self.listener = listener
         self.settings = settings
+        self.limits = FieldLimits.of(settings)
         self._owns_pool = owns_pool
         self._reset_epochs: dict[tuple[str, str], int] = {}
         self.outage = Outage()
@@ -120,7 +123,11 @@ class Queue:
         segment_size: int | None = None,
     ) -> Topic:
         """segment_size: offsets per log partition, the unit retention removes (default
-        1,000,000; fixed for the topic's life)."""
+        1,000,000; fixed for the topic's life).
+
+        Raises LimitReached when the database holds settings.max_topics topics already."""
+        self.limits.check_text("description", description)
+        await self._check_topic_cap()
         row = await self._fetchrow(
             "create_topic",
             name,
@@ -144,6 +151,7 @@ class Queue:
         dedup_window: timedelta | None = None,
         clear_retention: bool = False,
     ) -> Topic:
+        self.limits.check_text("description", description)
         row = await self._fetchrow(
             "alter_topic",
             name,
@@ -187,6 +195,7 @@ class Queue:
             correlation_id=correlation_id,
             reply_to=reply_to,
             limit=self.settings.max_payload_bytes,
+            limits=self.limits,
         )
         # A keyed publish waits while another open transaction holds the same key; batched,
         # it would hold up every message that happened to share its round trip.
@@ -197,7 +206,9 @@ class Queue:
 
     async def publish_many(self, topic: str, messages: Sequence[Any]) -> list[int]:
         """Publishes and commits a batch (payloads, or mappings with "payload" and options)."""
-        args = batch_args(topic, messages, limit=self.settings.max_payload_bytes)
+        args = batch_args(
+            topic, messages, limit=self.settings.max_payload_bytes, limits=self.limits
+        )
         offsets: list[int] = await self._fetchval("publish_batch_and_commit", *args)
         return offsets
 
@@ -238,14 +249,19 @@ class Queue:
         """Creates a subscriber that starts at `start` (earliest, latest, offset or time).
 
         An ephemeral one belongs to this Queue: if the process dies without removing it,
-        remove_orphans() takes it away once this Queue's listener connection is gone."""
+        remove_orphans() takes it away once this Queue's listener connection is gone.
+        A durable one raises LimitReached when the topic has settings.max_subscribers_per_topic
+        durable subscribers already."""
         target = parse_target(start)
+        filter_json = self._filter_json(filter)
         owner = None
         if ephemeral:
             await self.listener.listen()  # the owner lock is held from here on
             owner = self.listener.owner
         if target.shift is not None or target.ago is not None:
             raise InvalidArgument("a subscriber starts at earliest, latest, an offset or a time")
+        if not ephemeral:
+            await self._check_subscriber_cap(topic)
         row = await self._fetchrow(
             "create_subscriber",
             topic,
@@ -253,7 +269,7 @@ class Queue:
             target.edge,
             target.offset,
             target.time,
-            _filter_json(filter),
+            filter_json,
             max_attempts,
             seconds(backoff),
             seconds(max_backoff),
@@ -277,13 +293,50 @@ class Queue:
             "alter_subscriber",
             topic,
             name,
-            _filter_json(filter),
+            self._filter_json(filter),
             max_attempts,
             seconds(backoff),
             seconds(max_backoff),
             clear_filter,
         )
         return Subscriber.from_row(row)
+
+    def _filter_json(self, filter: Mapping[str, Any] | None) -> str | None:
+        if filter is None:
+            return None
+        if not isinstance(filter, Mapping):
+            raise InvalidFilter("a filter is an object with payload, headers and/or match")
+        if not filter:
+            return None
+        text = encode(dict(filter), what="filter")
+        if len(text) > self.limits.filter // 4:
+            size = len(text.encode("utf-8"))
+            if size > self.limits.filter:
+                raise too_large("filter", size, self.limits.filter)
+        if depth_over(filter):
+            raise InvalidFilter(f"a filter is nested at most {MAX_DEPTH} levels deep")
+        return text
+
+    async def _check_topic_cap(self) -> None:
+        # Checked before the insert, not under a lock: concurrent creations may pass the cap
+        # by a few (the SQL function is to check it under the lock it takes).
+        cap = self.settings.max_topics
+        if cap and len(await self.list_topics()) >= cap:
+            raise LimitReached(
+                f"the database holds {cap} topics, the most allowed (PGQUEUE_MAX_TOPICS); "
+                "delete unused topics first"
+            )
+
+    async def _check_subscriber_cap(self, topic: str) -> None:
+        cap = self.settings.max_subscribers_per_topic
+        if not cap:
+            return
+        durable = [s for s in await self.list_subscribers(topic) if not s.ephemeral]
+        if len(durable) >= cap:
+            raise LimitReached(
+                f"topic {topic!r} has {cap} durable subscribers, the most allowed "
+                "(PGQUEUE_MAX_SUBSCRIBERS_PER_TOPIC); delete unused ones first"
+            )
 
     async def unsubscribe(self, topic: str, name: str) -> None:
         await self._fetchval("delete_subscriber", topic, name)
@@ -623,14 +676,6 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     The library never LISTENs, takes session locks or sets session settings on pool
     connections (only SET LOCAL), so asyncpg's default reset query is pure overhead.
     """
-
-
-def _filter_json(filter: Mapping[str, Any] | None) -> str | None:
-    if filter is None:
-        return None
-    if not isinstance(filter, Mapping):
-        raise InvalidFilter("a filter is an object with payload, headers and/or match")
-    return encode(dict(filter), what="filter") if filter else None
 
 
 def _offsets_and_tokens(

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from pgqueue.settings import Settings
 from pgqueue.web import errors
+from pgqueue.web.incidents import CatchAll
 from pgqueue.web.limits import BodyLimit
 from pgqueue.web.state import queue_lifespan
 
@@ -17,4 +18,6 @@ def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     app.state.queue = None
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    # Added last, so it is the outermost: it also covers the middleware above.
+    app.add_middleware(CatchAll)
     return app

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,8 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from pgqueue import errors
-
-log = logging.getLogger(__name__)
+from pgqueue.web.incidents import incident, internal_body
 
 STATUS: dict[type[errors.PgQueueError], int] = {
     errors.TopicNotFound: 404,
@@ -19,6 +19,7 @@ STATUS: dict[type[errors.PgQueueError], int] = {
     errors.TopicExists: 409,
     errors.SubscriberExists: 409,
     errors.LeaseLost: 409,
+    errors.LimitReached: 409,
     errors.TransactionRequired: 409,
     errors.PayloadTooLarge: 413,
     errors.InvalidName: 422,
@@ -41,21 +42,29 @@ def error_response(status: int, code: str, detail: object) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
+def _message(problem: Mapping[str, Any]) -> str:
+    message = str(problem.get("msg", ""))
+    reason = (problem.get("ctx") or {}).get("error")
+    # A malformed body's reason (NaN, a lone surrogate...) is worth more than "decode error".
+    if problem.get("type") == "json_invalid" and reason:
+        message = f"{message}: {reason}"
+    return message
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.PgQueueError)
-    async def on_queue_error(_request: Request, error: errors.PgQueueError) -> JSONResponse:
+    async def on_queue_error(request: Request, error: errors.PgQueueError) -> JSONResponse:
         status = status_of(error)
         # An outage is logged by the Queue once, when it starts and when it ends; logged
         # here it would be a line per request for as long as it lasts.
         if status >= 500 and not isinstance(error, errors.DatabaseUnavailable):
-            log.warning("request failed: %s", error, exc_info=error)
+            incident_id = incident(f"{request.method} {request.url.path} failed", error)
+            return JSONResponse(internal_body(incident_id), status_code=500)
         return error_response(status, error.code, str(error))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in error.errors()
-        ]
+        problems = [{"loc": list(e.get("loc", ())), "msg": _message(e)} for e in error.errors()]
         return error_response(422, "invalid_request", problems)
 
     @app.exception_handler(HTTPException)
