@@ -9,7 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from pgqueue.errors import SubscriberNotFound, TopicNotFound
+from pgqueue.targets import BIGINT_MAX
 from pgqueue.web.auth import READ, require
+from pgqueue.web.bodies import JsonRoute
 from pgqueue.web.state import QueueDep
 from service_publish.schemas import (
     BatchIn,
@@ -33,7 +35,7 @@ from service_publish.schemas import (
     TopicPatch,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 Read = [Depends(require(READ))]
 Admin = [Depends(require("admin"))]
 Publish = [Depends(require("publish"))]
@@ -107,7 +109,7 @@ async def publish_batch(topic: str, body: BatchIn, queue: QueueDep) -> BatchPubl
 async def read_messages(
     topic: str,
     queue: QueueDep,
-    from_offset: Annotated[int, Query(alias="from", ge=1)] = 1,
+    from_offset: Annotated[int, Query(alias="from", ge=1, le=BIGINT_MAX)] = 1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> MessagesOut:
     messages = await queue.read(topic, from_offset=from_offset, limit=limit)
@@ -197,7 +199,7 @@ async def list_dead_letters(
     topic: str,
     name: str,
     queue: QueueDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[DeadLetterOut]:
     letters = await queue.dead_letters(topic, name, after=after, limit=limit)
@@ -221,8 +223,8 @@ async def purge_dead_letters(
     topic: str,
     name: str,
     queue: QueueDep,
-    first: Annotated[int | None, Query(ge=1)] = None,
-    last: Annotated[int | None, Query(ge=1)] = None,
+    first: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
+    last: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
 ) -> CountOut:
     return CountOut(count=await queue.purge_dead_letters(topic, name, first=first, last=last))
 

@@ -3,34 +3,50 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 import pgqueue
 from pgqueue.publish import is_spec
+from pgqueue.targets import BIGINT_MAX
+from pgqueue.web.fields import MAX_AGE_S, Millis, Offset, Target
+
+INT_MAX = 2**31 - 1  # max_payload_bytes is a PostgreSQL integer
+MAX_SEGMENT_SIZE = 10**12  # segment bounds (k + 1) * size stay far inside a bigint
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Sizes of descriptions, keys, ids, headers and filters are settings, checked by the library
+# (pgqueue.limits); the bounds here are fixed by the database's types.
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+RetentionAge = Annotated[float, Field(gt=0, le=MAX_AGE_S, allow_inf_nan=False)]
+Count = Annotated[StrictInt, Field(gt=0, le=BIGINT_MAX)]
+PayloadBytes = Annotated[StrictInt, Field(gt=0, le=INT_MAX)]
+
+
 class TopicIn(Strict):
-    name: str = Field(examples=["orders"])
+    name: Name = Field(examples=["orders"])
     description: str = ""
-    retention_max_age_s: float | None = Field(default=None, gt=0)
-    retention_max_count: int | None = Field(default=None, gt=0)
-    max_payload_bytes: int | None = Field(default=None, gt=0)
-    segment_size: int | None = Field(
-        default=None, ge=10, description="Offsets per log segment, the unit retention removes."
+    retention_max_age_s: RetentionAge | None = None
+    retention_max_count: Count | None = None
+    max_payload_bytes: PayloadBytes | None = None
+    segment_size: StrictInt | None = Field(
+        default=None,
+        ge=10,
+        le=MAX_SEGMENT_SIZE,
+        description="Offsets per log segment, the unit retention removes.",
     )
 
 
 class TopicPatch(Strict):
     description: str | None = None
-    retention_max_age_s: float | None = Field(default=None, gt=0)
-    retention_max_count: int | None = Field(default=None, gt=0)
-    max_payload_bytes: int | None = Field(default=None, gt=0)
+    retention_max_age_s: RetentionAge | None = None
+    retention_max_count: Count | None = None
+    max_payload_bytes: PayloadBytes | None = None
     clear_retention: bool = False
 
 
@@ -65,7 +81,7 @@ class MessageIn(Strict):
     headers: dict[str, str] | None = Field(default=None, examples=[{"type": "order.created"}])
     key: str | None = None
     idempotency_key: str | None = None
-    delay_ms: int | None = Field(default=None, ge=0, le=366 * 24 * 3600 * 1000)
+    delay_ms: Millis | None = None
     correlation_id: str | None = None
     reply_to: str | None = None
 
@@ -121,24 +137,38 @@ class MessagesOut(BaseModel):
 
 
 class BackoffIn(Strict):
-    base_ms: int = Field(default=1000, ge=0)
-    max_ms: int = Field(default=300_000, ge=0)
+    base_ms: Millis = 1000
+    max_ms: Millis = 300_000
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> BackoffIn:
+        if self.max_ms < self.base_ms:
+            raise ValueError("backoff max_ms must not be below base_ms")
+        return self
+
+
+class BackoffOut(BaseModel):
+    base_ms: int
+    max_ms: int
+
+
+Attempts = Annotated[StrictInt, Field(ge=1, le=1000)]
 
 
 class SubscriberIn(Strict):
-    name: str = Field(examples=["billing"])
-    start: int | str = Field(default="latest", examples=["earliest", "latest", 42])
+    name: Name = Field(examples=["billing"])
+    start: Target = Field(default="latest", examples=["earliest", "latest", 42])
     filter: dict[str, Any] | None = Field(
         default=None, examples=[{"match": {"type": "order.*"}, "payload": {"region": "eu"}}]
     )
-    max_attempts: int = Field(default=5, ge=1, le=1000)
+    max_attempts: Attempts = 5
     backoff: BackoffIn | None = None
 
 
 class SubscriberPatch(Strict):
     filter: dict[str, Any] | None = None
     clear_filter: bool = False
-    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    max_attempts: Attempts | None = None
     backoff: BackoffIn | None = None
 
 
@@ -149,7 +179,7 @@ class SubscriberOut(BaseModel):
     position: int
     filter: dict[str, Any] | None
     max_attempts: int
-    backoff: BackoffIn
+    backoff: BackoffOut
     ephemeral: bool
     created_at: datetime
 
@@ -162,7 +192,7 @@ class SubscriberOut(BaseModel):
             position=s.position,
             filter=s.filter,
             max_attempts=s.max_attempts,
-            backoff=BackoffIn(
+            backoff=BackoffOut(
                 base_ms=int(s.backoff_base.total_seconds() * 1000),
                 max_ms=int(s.backoff_max.total_seconds() * 1000),
             ),
@@ -172,7 +202,7 @@ class SubscriberOut(BaseModel):
 
 
 class ResetIn(Strict):
-    to: int | str = Field(
+    to: Target = Field(
         examples=["earliest", "latest", 42, "2026-11-01T00:00:00Z", "5m", "-10", "+10"]
     )
     dry_run: bool = False
@@ -202,8 +232,8 @@ class DeadLetterOut(BaseModel):
 
 
 class ReplayIn(Strict):
-    first: int | None = Field(default=None, ge=1)
-    last: int | None = Field(default=None, ge=1)
+    first: Offset | None = None
+    last: Offset | None = None
 
 
 class CountOut(BaseModel):

@@ -9,6 +9,7 @@ position (the last offset acked).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -18,11 +19,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 import pgqueue
+from pgqueue.errors import shorten
+from pgqueue.targets import BIGINT_MAX
 from pgqueue.web.auth import READ, require
+from pgqueue.web.bodies import loads
 from pgqueue.web.state import QueueDep
 
 router = APIRouter(tags=["v1 (seed-compatible)"])
 MAX_LISTED = 10_000
+# ASCII digits only (int() also reads other scripts' digits), and no more than a bigint has.
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 class V1Error(Exception):
@@ -38,7 +44,7 @@ async def v1_params(request: Request) -> dict[str, Any]:
     if body.strip():
         # Raised from a dependency, these reach the app's PgQueueError handler (422).
         try:
-            data = json.loads(body)
+            data = loads(body)
         except ValueError as error:
             raise pgqueue.InvalidArgument(f"malformed JSON body: {error}") from error
         if not isinstance(data, dict):
@@ -70,6 +76,7 @@ def _route(path: str, methods: list[str], scope: str) -> Callable[[Handler], Han
                 pgqueue.InvalidPayload,
                 pgqueue.InvalidPosition,
                 pgqueue.PayloadTooLarge,
+                pgqueue.LimitReached,
             ) as error:
                 return JSONResponse({"error": error.code, "detail": str(error)}, 422)
             return JSONResponse(result)
@@ -96,15 +103,18 @@ def _required(params: Params, name: str) -> Any:
 
 
 def _integer(params: Params, name: str, default: int | None = None) -> int:
+    """An integer from JSON (not true, not 1.0) or from ASCII digits, within a bigint."""
     value = params.get(name, default)
     if value is None or value == "":
         raise V1Error(f"missing parameter {name!r}")
-    try:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         number = int(value)
-    except (TypeError, ValueError) as error:
-        raise V1Error(f"{name} must be an integer, got {value!r}") from error
-    if isinstance(value, bool) or str(number) != str(value).strip():
-        raise V1Error(f"{name} must be an integer, got {value!r}")
+    else:
+        raise V1Error(f"{name} must be an integer, got {shorten(repr(value), 40)}")
+    if abs(number) > BIGINT_MAX:
+        raise V1Error(f"{name} is out of range (at most {BIGINT_MAX})")
     return number
 
 

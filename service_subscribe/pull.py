@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from pgqueue.delivery import reject
 from pgqueue.publish import seconds
+from pgqueue.targets import BIGINT_MAX
 from pgqueue.web.auth import require
+from pgqueue.web.bodies import JsonRoute
+from pgqueue.web.fields import BigInt, Offset
 from pgqueue.web.state import QueueDep
 
 router = APIRouter(
     prefix="/subscribers/{subscriber_id}",
     tags=["pull"],
     dependencies=[Depends(require("subscribe"))],
+    route_class=JsonRoute,
 )
+SubscriberId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
 class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_messages: int = Field(default=1, ge=1, le=10_000)
-    lease_ms: int | None = Field(default=None, gt=0, le=86_400_000)
+    max_messages: StrictInt = Field(default=1, ge=1, le=10_000)
+    lease_ms: StrictInt | None = Field(default=None, gt=0, le=86_400_000)
 
 
 class ClaimedOut(BaseModel):
@@ -43,8 +48,8 @@ class ClaimOut(BaseModel):
 
 class AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    offsets: list[int] = Field(min_length=1, max_length=10_000)
-    lease_tokens: list[int] = Field(min_length=1, max_length=10_000)
+    offsets: list[Offset] = Field(min_length=1, max_length=10_000)
+    lease_tokens: list[BigInt] = Field(min_length=1, max_length=10_000)
 
 
 class AckOut(BaseModel):
@@ -54,9 +59,9 @@ class AckOut(BaseModel):
 
 class NackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    offset: int
-    lease_token: int
-    delay_ms: int | None = Field(default=None, ge=0, le=366 * 24 * 3600 * 1000)
+    offset: Offset
+    lease_token: BigInt
+    delay_ms: StrictInt | None = Field(default=None, ge=0, le=366 * 24 * 3600 * 1000)
     error: str | None = Field(default=None, max_length=10_000)
 
 
@@ -65,7 +70,7 @@ class NackOut(BaseModel):
 
 
 @router.post("/claim", response_model=ClaimOut)
-async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep) -> Response:
+async def claim(subscriber_id: SubscriberId, body: ClaimIn, queue: QueueDep) -> Response:
     s = await queue.subscriber_by_id(subscriber_id)
     lease = seconds(body.lease_ms / 1000) if body.lease_ms else None
     messages = await queue.claim(s.topic, s.name, body.max_messages, lease=lease)
@@ -92,14 +97,14 @@ async def claim(subscriber_id: int, body: ClaimIn, queue: QueueDep) -> Response:
 
 
 @router.post("/ack")
-async def ack(subscriber_id: int, body: AckIn, queue: QueueDep) -> AckOut:
+async def ack(subscriber_id: SubscriberId, body: AckIn, queue: QueueDep) -> AckOut:
     s = await queue.subscriber_by_id(subscriber_id)
     done = await queue.ack(s.topic, s.name, body.offsets, body.lease_tokens)
     return AckOut(acked=done, lost=sorted(set(body.offsets) - set(done)))
 
 
 @router.post("/nack")
-async def nack(subscriber_id: int, body: NackIn, queue: QueueDep) -> NackOut:
+async def nack(subscriber_id: SubscriberId, body: NackIn, queue: QueueDep) -> NackOut:
     s = await queue.subscriber_by_id(subscriber_id)
     delay = seconds(body.delay_ms / 1000) if body.delay_ms is not None else None
     state = await queue.nack_offset(

@@ -25,6 +25,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 import pgqueue
 from pgqueue.delivery import Claims
 from pgqueue.settings import Settings
+from pgqueue.web.bodies import loads
+from pgqueue.web.incidents import CLOSE_INTERNAL, DETAIL, incident
 from service_subscribe.frames import (
     CLIENT_FRAME,
     Ack,
@@ -105,8 +107,7 @@ class Session:
                 if isinstance(error, SlowClient):
                     too_slow = True
                 elif error is not None and not isinstance(error, WebSocketDisconnect):
-                    log.error("websocket session failed: %r", error, exc_info=error)
-                    await self._close(1011, "internal error")
+                    await self._fail(error)
         finally:
             unregister()
             await self._stop(tasks)
@@ -243,10 +244,10 @@ class Session:
                 await self._close(CLOSE_TOO_BIG, "frame too large")
                 return
             try:
-                frame = CLIENT_FRAME.validate_json(text)
-            except ValidationError as error:
-                problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
-                await self._error("invalid_frame", problems)
+                # Parsed by loads(), not pydantic's parser, which reads NaN and Infinity.
+                frame = CLIENT_FRAME.validate_python(loads(text))
+            except ValueError as error:
+                await self._error("invalid_frame", _problems(error))
                 continue
             self.handling = asyncio.create_task(self._handle_reporting(frame))
             # Shielded: the session ending cancels this loop, not the frame in hand.
@@ -327,6 +328,13 @@ class Session:
     async def _error(self, code: str, detail: Any) -> None:
         await self.send(ErrorFrame(code=code, detail=detail))
 
+    async def _fail(self, error: BaseException) -> None:
+        """An unexpected error: logged with an id, which the client gets before the close."""
+        incident_id = incident(f"websocket session {self.topic}/{self.subscriber} failed", error)
+        with contextlib.suppress(Exception):
+            await self.send(ErrorFrame(code="internal", detail=DETAIL, id=incident_id))
+        await self._close(CLOSE_INTERNAL, "internal error")
+
     async def _close(self, code: int, reason: str) -> None:
         # Bounded: a client that stopped reading may never take the close frame either; when
         # the handler returns, the server drops the connection.
@@ -359,6 +367,12 @@ class Session:
                 "could not give back the claims of %s/%s: %s", self.topic, self.subscriber, error
             )
         self.holdings = Holdings(self.prefetch, self.lease.total_seconds())
+
+
+def _problems(error: ValueError) -> Any:
+    if isinstance(error, ValidationError):
+        return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+    return [{"loc": [], "msg": f"Invalid JSON: {error}"}]
 
 
 def _message_frame(message: pgqueue.Message) -> MessageFrame:
