@@ -27,8 +27,8 @@ from pgqueue.web.state import QueueDep
 
 router = APIRouter(tags=["v1 (seed-compatible)"])
 MAX_LISTED = 10_000
-# ASCII digits only (int() also reads other scripts' digits), and no more than a bigint has.
-_INTEGER = re.compile(r"-?[0-9]{1,19}")
+# ASCII digits only: int() also reads other scripts' digits ("١٢" as 12).
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class V1Error(Exception):
@@ -110,7 +110,8 @@ def _integer(params: Params, name: str, default: int | None = None) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-        number = int(value)
+        # Over 19 digits is past a bigint (and int() refuses 4,300 digits and more).
+        number = BIGINT_MAX + 1 if len(value.strip().lstrip("-")) > 19 else int(value)
     else:
         raise V1Error(f"{name} must be an integer, got {shorten(repr(value), 40)}")
     if abs(number) > BIGINT_MAX:

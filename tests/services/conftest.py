@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from pgqueue.settings import Settings
 from pgqueue.web.combined import create_app
@@ -32,10 +33,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[RunningServer]:
+def serving(settings: Settings, app: FastAPI | None = None) -> Iterator[RunningServer]:
+    """The combined app of these settings (or `app`) in a uvicorn server of its own."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings),
+        app or create_app(settings),
         host="127.0.0.1",
         port=port,
         log_level="warning",
