@@ -36,6 +36,8 @@ def loads(data: bytes | str) -> Any:
     except UnicodeEncodeError as error:
         problem = "a string holds a lone surrogate (\\u%04x), which is not Unicode text"
         raise json.JSONDecodeError(problem % ord(error.object[error.start]), "", 0) from error
+    except RecursionError as error:
+        raise json.JSONDecodeError("nested too deeply", "", 0) from error
     except ValueError as error:  # a constant, a number out of range
         problem = str(error)
         if "digits" in problem:  # int() refuses 4,300 digits and more

@@ -115,6 +115,8 @@ REST: list[tuple[str, str, str, Body | None, int, str, str]] = [
      {"first": 2**64}, 422, "invalid_request", ""),
     ("not UTF-8", "POST", "/topics/orders/messages", b'{"payload": "\xff"}',
      422, "invalid_request", "UTF-8"),
+    ("nested 5,000 levels", "POST", "/topics/orders/messages",
+     '{"payload": ' + "[" * 5000 + "]" * 5000 + "}", 422, "invalid_request", "nested too deeply"),
 ]  # fmt: skip
 
 V1: list[tuple[str, str, str, Body | None, int, str, str]] = [
@@ -138,6 +140,9 @@ V1: list[tuple[str, str, str, Body | None, int, str, str]] = [
      None, 422, "invalid_request", "out of range"),
     ("topic description", "POST", "/v1/topic", {"topic": "other", "description": "d" * 5000},
      422, "field_too_large", "description is 5000 bytes"),
+    ("nested 5,000 levels", "POST", "/v1/publish",
+     '{"topic": "orders", "message": ' + "[" * 5000 + "]" * 5000 + "}",
+     422, "invalid_argument", "nested too deeply"),
 ]  # fmt: skip
 
 
@@ -212,6 +217,7 @@ async def test_hostile_frames_get_error_frames_and_the_connection_goes_on(
             json.dumps({"type": "ack", "offsets": [True]}),
             json.dumps({"type": "ack", "offsets": [2**64]}),
             json.dumps({"type": "nack", "offset": 2**64}),
+            '{"type": "publish", "payload": ' + "[" * 5000 + "]" * 5000 + "}",
         ]
         codes = []
         for text in hostile:
@@ -225,7 +231,7 @@ async def test_hostile_frames_get_error_frames_and_the_connection_goes_on(
             + ["invalid_frame", "invalid_frame", "invalid_position", "invalid_frame"]
             + ["invalid_frame"] * 3
             + ["field_too_large", "field_too_large", "invalid_payload"]
-            + ["invalid_frame"] * 3
+            + ["invalid_frame"] * 4
         ), codes
         assert tuple(await conn.fetchrow(SNAPSHOT)) == before
         # Still serving.
