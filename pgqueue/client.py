@@ -24,7 +24,7 @@ from pgqueue.errors import (
     PgQueueError,
     translated,
 )
-from pgqueue.limits import MAX_DEPTH, FieldLimits, depth_over, too_large
+from pgqueue.limits import MAX_DEPTH, FieldLimits, depth_over
 from pgqueue.listener import Listener, ResetHandler
 from pgqueue.models import (
     DeadLetter,
@@ -309,10 +309,7 @@ class Queue:
         if not filter:
             return None
         text = encode(dict(filter), what="filter")
-        if len(text) > self.limits.filter // 4:
-            size = len(text.encode("utf-8"))
-            if size > self.limits.filter:
-                raise too_large("filter", size, self.limits.filter)
+        self.limits.check_text("filter", text)
         if depth_over(filter):
             raise InvalidFilter(f"a filter is nested at most {MAX_DEPTH} levels deep")
         return text

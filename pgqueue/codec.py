@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pgqueue.errors import InvalidPayload, PayloadTooLarge
-from pgqueue.limits import too_large
 
 # \u0000 as a JSON escape: preceded by an even number of backslashes (so not "\\u0000" text).
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -80,21 +79,15 @@ def join_array(texts: Sequence[str]) -> str:
     return "[" + ",".join(texts) + "]"
 
 
-def encode_headers(headers: Mapping[str, str] | None, limit: int | None = None) -> str:
-    """JSON text for headers: an object whose values are strings (so nested one level only),
-    of at most `limit` UTF-8 bytes in all (FieldTooLarge)."""
+def encode_headers(headers: Mapping[str, str] | None) -> str:
+    """JSON text for headers: an object whose values are strings (so nested one level only)."""
     if not headers:
         return "{}"
     if not isinstance(headers, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise InvalidPayload("headers must be an object of string keys and string values")
-    text = encode(dict(headers), what="headers")
-    if limit is not None and len(text) > limit // 4:
-        size = len(text.encode("utf-8"))
-        if size > limit:
-            raise too_large("headers", size, limit)
-    return text
+    return encode(dict(headers), what="headers")
 
 
 def decode(text: str | None) -> Any:

@@ -61,8 +61,10 @@ def option_args(
     limits.check_text("idempotency_key", idempotency_key)
     limits.check_text("correlation_id", correlation_id)
     limits.check_text("reply_to", reply_to)
+    headers_json = encode_headers(headers) if headers else None
+    limits.check_text("headers", headers_json)
     return (
-        encode_headers(headers, limits.headers) if headers else None,
+        headers_json,
         key,
         idempotency_key,
         seconds(delay),
