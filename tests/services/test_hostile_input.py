@@ -302,7 +302,8 @@ async def test_unexpected_errors_are_json_500s_with_an_id_the_log_has_too(
 ) -> None:
     settings = Settings(database_url=database_dsn)
     caplog.set_level(logging.ERROR, logger="pgqueue.web.incidents")
-    with serving(settings, _failing_app(settings)) as running:
+    app = _failing_app(settings)
+    with serving(settings, app) as running:
         async with httpx.AsyncClient(base_url=running.url) as http:
             for path in ("/boom", "/unmapped"):
                 answer = await http.get(path)
@@ -315,6 +316,25 @@ async def test_unexpected_errors_are_json_500s_with_an_id_the_log_has_too(
             assert (await http.get("/healthz")).status_code == 200
         async with websockets.connect(f"{running.ws_url}/ws/boom") as ws:
             await ws.send("go")
+            error = await frame(ws)
+            assert (error["type"], error["code"]) == ("error", "internal")
+            assert "secret" not in json.dumps(error)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await frame(ws)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        _logged_with_traceback(caplog, str(uuid.UUID(error["id"])))
+
+        # A bug met while a session carries out a frame: the same, from the session itself.
+        async with httpx.AsyncClient(base_url=running.url) as http:
+            await http.post("/topics", json={"name": "orders"})
+        async with websockets.connect(f"{running.ws_url}/ws/topics/orders?subscriber=s") as ws:
+            assert (await frame(ws))["type"] == "welcome"
+
+            async def broken_reset(*_args: Any, **_kwargs: Any) -> None:
+                raise RuntimeError("secret internals in a session")
+
+            app.state.queue.reset = broken_reset
+            await ws.send(json.dumps({"type": "seek", "to": "earliest"}))
             error = await frame(ws)
             assert (error["type"], error["code"]) == ("error", "internal")
             assert "secret" not in json.dumps(error)
