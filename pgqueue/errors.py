@@ -128,8 +128,8 @@ def translate(error: asyncpg.PostgresError) -> PgQueueError:
     if kind is None and isinstance(error, asyncpg.DataError):
         kind = InvalidArgument  # class 22, or refused by the driver before sending
     if kind is None:
-        # Unexpected: the services answer it as an internal error, the details go to the log.
-        return PgQueueError(f"the database refused the request (SQLSTATE {sqlstate or '?'})")
+        # Unexpected: the services answer it as an internal error (pgqueue.web.errors.told).
+        kind = PgQueueError
     return kind(_detail(error, sqlstate))
 
 

@@ -26,6 +26,7 @@ import pgqueue
 from pgqueue.delivery import Claims
 from pgqueue.settings import Settings
 from pgqueue.web.bodies import loads
+from pgqueue.web.errors import told
 from pgqueue.web.incidents import CLOSE_INTERNAL, DETAIL, incident
 from service_subscribe.frames import (
     CLIENT_FRAME,
@@ -257,7 +258,7 @@ class Session:
         try:
             await self._handle(frame)
         except pgqueue.PgQueueError as error:
-            await self._error(error.code, str(error))
+            await self._refusal(error)
 
     async def _handle(self, frame: Ack | Nack | Seek | Publish) -> None:
         if isinstance(frame, Ack):
@@ -279,7 +280,7 @@ class Session:
             except pgqueue.PgQueueError as error:
                 # Still held, so the client can send the ack again; they stop counting
                 # against prefetch when their leases run out.
-                await self._error(error.code, {"offsets": known, "message": str(error)})
+                await self._refusal(error, offsets=known)
             else:
                 self.holdings.drop(known)
                 self.room.set()
@@ -308,7 +309,7 @@ class Session:
             await self._error("lease_lost", {"offsets": [frame.offset]})
         except pgqueue.PgQueueError as error:
             self.holdings.restore(frame.offset, held)  # the client may send the nack again
-            await self._error(error.code, {"offsets": [frame.offset], "message": str(error)})
+            await self._refusal(error, offsets=[frame.offset])
             return
         self.room.set()
         self.claims.poke()  # its retry may fall due before the delivery loop would look
@@ -327,6 +328,12 @@ class Session:
 
     async def _error(self, code: str, detail: Any) -> None:
         await self.send(ErrorFrame(code=code, detail=detail))
+
+    async def _refusal(self, error: pgqueue.PgQueueError, offsets: list[int] | None = None) -> None:
+        """An error frame for a failed frame; with offsets, naming them."""
+        said = told(error, f"websocket {self.topic}/{self.subscriber}: a frame failed")
+        detail = said.detail if offsets is None else {"offsets": offsets, "message": said.detail}
+        await self.send(ErrorFrame(code=said.code, detail=detail, id=said.incident_id))
 
     async def _fail(self, error: BaseException) -> None:
         """An unexpected error: logged with an id, which the client gets before the close."""

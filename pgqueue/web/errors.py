@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from pgqueue import errors
-from pgqueue.web.incidents import incident, internal_body
+from pgqueue.web.incidents import DETAIL, incident, internal_body
 
 STATUS: dict[type[errors.PgQueueError], int] = {
     errors.TopicNotFound: 404,
@@ -38,6 +39,25 @@ def status_of(error: errors.PgQueueError) -> int:
     return 500
 
 
+@dataclass(frozen=True)
+class Told:
+    """What a client is told of an error."""
+
+    code: str
+    detail: str
+    incident_id: str | None = None  # set for an internal error, logged under this id
+
+
+def told(error: errors.PgQueueError, what: str) -> Told:
+    """A refusal as it is; anything else (an error the library could not name, whose text
+    may quote the database) as an internal error, logged with its traceback under an id."""
+    # An outage is logged by the Queue once, when it starts and when it ends; logged here it
+    # would be a line per request for as long as it lasts.
+    if status_of(error) < 500 or isinstance(error, errors.DatabaseUnavailable):
+        return Told(error.code, str(error))
+    return Told("internal", DETAIL, incident(what, error))
+
+
 def error_response(status: int, code: str, detail: object) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
@@ -54,13 +74,10 @@ def _message(problem: Mapping[str, Any]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.PgQueueError)
     async def on_queue_error(request: Request, error: errors.PgQueueError) -> JSONResponse:
-        status = status_of(error)
-        # An outage is logged by the Queue once, when it starts and when it ends; logged
-        # here it would be a line per request for as long as it lasts.
-        if status >= 500 and not isinstance(error, errors.DatabaseUnavailable):
-            incident_id = incident(f"{request.method} {request.url.path} failed", error)
-            return JSONResponse(internal_body(incident_id), status_code=500)
-        return error_response(status, error.code, str(error))
+        said = told(error, f"{request.method} {request.url.path} failed")
+        if said.incident_id is not None:
+            return JSONResponse(internal_body(said.incident_id), status_code=500)
+        return error_response(status_of(error), said.code, said.detail)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -330,8 +330,19 @@ async def test_unexpected_errors_are_json_500s_with_an_id_the_log_has_too(
         async with websockets.connect(f"{running.ws_url}/ws/topics/orders?subscriber=s") as ws:
             assert (await frame(ws))["type"] == "welcome"
 
+            async def unnamed_refusal(*_args: Any, **_kwargs: Any) -> None:
+                raise pgqueue.PgQueueError('violates unique constraint "secret_key"')
+
             async def broken_reset(*_args: Any, **_kwargs: Any) -> None:
                 raise RuntimeError("secret internals in a session")
+
+            # An error the library could not name: that frame fails, the connection goes on.
+            app.state.queue.reset = unnamed_refusal
+            await ws.send(json.dumps({"type": "seek", "to": "earliest"}))
+            error = await frame(ws)
+            assert (error["type"], error["code"]) == ("error", "internal")
+            assert "secret" not in json.dumps(error)
+            _logged_with_traceback(caplog, str(uuid.UUID(error["id"])))
 
             app.state.queue.reset = broken_reset
             await ws.send(json.dumps({"type": "seek", "to": "earliest"}))
