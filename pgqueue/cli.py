@@ -384,7 +384,7 @@ def subscribers_create(
         lambda q: q.subscribe(
             topic,
             name,
-            start=int(start) if start.isdigit() else start,
+            start=start,
             filter=parsed,
             max_attempts=max_attempts,
         ),
@@ -408,9 +408,9 @@ def reset(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing.")] = False,
 ) -> None:
     """Move subscribers to a new position, online."""
-    target: int | str = int(to) if to.isdigit() else to
+    # Text as given: the library reads offsets from ASCII digits only (not "١٢").
     results = with_queue(
-        dsn, lambda q: q.reset(topic, to=target, subscriber=subscriber, dry_run=dry_run)
+        dsn, lambda q: q.reset(topic, to=to, subscriber=subscriber, dry_run=dry_run)
     )
     table([vars(r) for r in results], "subscriber", "old_position", "new_position", "applied")
 
