@@ -15,6 +15,7 @@ from pgqueue.errors import (
     LimitReached,
     PayloadTooLarge,
     PgQueueError,
+    SchemaMismatch,
     SubscriberExists,
     SubscriberNotFound,
     TopicExists,
@@ -23,6 +24,7 @@ from pgqueue.errors import (
 )
 from pgqueue.models import (
     DeadLetter,
+    Lease,
     Message,
     ResetResult,
     RetentionResult,
@@ -45,6 +47,7 @@ __all__ = [
     "InvalidName",
     "InvalidPayload",
     "InvalidPosition",
+    "Lease",
     "LeaseLost",
     "LimitReached",
     "Message",
@@ -55,6 +58,7 @@ __all__ = [
     "Queue",
     "ResetResult",
     "RetentionResult",
+    "SchemaMismatch",
     "Settings",
     "StoredMessage",
     "Subscriber",

@@ -114,19 +114,26 @@ def serve(
 
         pgdata = Path(settings.embedded_pgdata)
         err.print(f"starting embedded PostgreSQL in {pgdata}", highlight=False)
-        os.environ["PGQUEUE_DATABASE_URL"] = embedded.start(pgdata)
+        superuser_dsn = embedded.start(pgdata)
+        # Migrated by the superuser, served by the runtime role: the server never has
+        # more rights than calling the API gives.
+        os.environ["PGQUEUE_DATABASE_URL"] = migrations.as_role(
+            superuser_dsn, migrations.RUNTIME_ROLE
+        )
+        migrate_dsn: str | None = superuser_dsn
         # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python
         # (not the default action) lets atexit stop the embedded server too.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    dsn = os.environ.get("PGQUEUE_DATABASE_URL") or settings.dsn()
-    assert dsn is not None
+    else:
+        migrate_dsn = settings.dsn()
+    assert migrate_dsn is not None
     try:
         # Started beside its database (compose, a reboot): wait for it rather than exit.
-        asyncio.run(wait_for_database(dsn, give_up_after=settings.connect_timeout))
+        asyncio.run(wait_for_database(migrate_dsn, give_up_after=settings.connect_timeout))
     except pgqueue.PgQueueError as error:
         raise fail(str(error)) from None
     try:
-        migrations.upgrade(dsn)
+        migrations.upgrade(migrate_dsn)
     except Exception as error:  # alembic raises many kinds; any of them stops us here
         raise fail(f"migration failed: {error}") from None
     run_server("pgqueue.web.combined:create_app", default_port=port or settings.port, host=host)
@@ -147,6 +154,10 @@ def migrate(
     except Exception as error:  # alembic raises many kinds; any of them is one line here
         raise fail(f"migration failed: {error}") from None
     out.print(f"migrated to {revision}")
+    password = Settings().runtime_password
+    if password is not None:
+        asyncio.run(migrations.set_runtime_password(dsn, password.get_secret_value()))
+        out.print(f"{migrations.RUNTIME_ROLE} may log in with PGQUEUE_RUNTIME_PASSWORD")
 
 
 # -- topics ---------------------------------------------------------------------------------

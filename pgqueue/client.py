@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -11,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqueue import consumer, delivery
+from pgqueue import consumer, delivery, schema
 from pgqueue.availability import Outage, keep_trying
 from pgqueue.batcher import Batcher
 from pgqueue.codec import encode, join_array
@@ -22,12 +24,14 @@ from pgqueue.errors import (
     LeaseLost,
     LimitReached,
     PgQueueError,
+    SchemaMismatch,
     translated,
 )
 from pgqueue.limits import MAX_DEPTH, FieldLimits, depth_over
 from pgqueue.listener import Listener, ResetHandler
 from pgqueue.models import (
     DeadLetter,
+    Lease,
     Message,
     ResetResult,
     RetentionResult,
@@ -45,6 +49,8 @@ from pgqueue.targets import parse_target
 Acked = Message | int
 POOL_NAME = "pgqueue-pool"  # application_name in pg_stat_activity
 LISTENER_NAME = "pgqueue-listener"
+# Who holds a lease when the claimer gives no name: enough to find the process.
+DEFAULT_CONSUMER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Queue:
@@ -95,6 +101,7 @@ class Queue:
                 ),
                 give_up_after=settings.connect_timeout,
             )
+        await _check_schema(pool)
         # Listens from the first consumer on (see pgqueue.listener). Always named: an operator
         # looking at pg_stat_activity tells the LISTEN connection from the pool's.
         listener = Listener(
@@ -354,10 +361,12 @@ class Queue:
         *,
         lease: timedelta | float | None = None,
         ack: Sequence[Message] = (),
+        consumer: str | None = None,
     ) -> list[Message]:
         """Claims up to max_messages for a lease, in offset order.
 
-        `ack` acks earlier messages in the same transaction (one commit for both).
+        `ack` acks earlier messages in the same transaction (one commit for both). `consumer`
+        names the lease holder for operators (list_leases); default: host and process id.
         """
         if not self.listener.connected:
             # A consumer: from here on it hears resets and wake-ups (see pgqueue.listener).
@@ -370,6 +379,7 @@ class Queue:
             seconds(lease if lease is not None else self.settings.default_lease),
             [m.offset for m in ack] if ack else None,
             [m.lease_token for m in ack] if ack else None,
+            consumer or DEFAULT_CONSUMER,
         )
         messages = []
         for row in rows:
@@ -597,6 +607,11 @@ class Queue:
         rows = await self._fetch("subscriber_stats", topic, subscriber)
         return [SubscriberStats.from_row(r) for r in rows]
 
+    async def leases(self, topic: str, subscriber: str, *, limit: int = 1000) -> list[Lease]:
+        """The subscriber's leases, live and run out, in offset order (who, since when)."""
+        rows = await self._fetch("list_leases", topic, subscriber, limit)
+        return [Lease.from_row(r) for r in rows]
+
     async def read(
         self, topic: str, *, from_offset: int = 1, limit: int = 100
     ) -> list[StoredMessage]:
@@ -715,3 +730,15 @@ class connect:
     ) -> None:
         if self._queue is not None:
             await self._queue.close()
+
+
+async def _check_schema(pool: asyncpg.Pool) -> None:
+    """Fails at once, with what to do, when the database is not at this code's revision
+    (rather than with a missing function at the first call)."""
+    async with pool.acquire() as conn:
+        found = await schema.schema_revision(conn)
+    if found != schema.SCHEMA_REVISION:
+        at = f"at revision {found}" if found else "without the pgqueue schema"
+        raise SchemaMismatch(
+            f"database {at}, this pgqueue needs {schema.SCHEMA_REVISION}: run `pgqueue migrate`"
+        )

@@ -52,14 +52,16 @@ class Claims:
         poll_interval: float | None = None,
         epoch: int | None = None,
         on_reset: ResetHook | None = None,
+        consumer: str | None = None,
     ) -> None:
         """epoch: the subscriber's reset epoch the owner starts from (a WebSocket's welcome
         read it); a newer one seen later is a reset to announce. Default: the newest the
-        Queue has heard of."""
+        Queue has heard of. consumer: the lease holder's name (see Queue.claim)."""
         self.queue = queue
         self.topic = topic
         self.subscriber = subscriber
         self.lease = lease
+        self.consumer = consumer
         self.poll_interval = poll_interval or queue.settings.poll_interval
         self.epoch = queue.reset_epoch(topic, subscriber) if epoch is None else epoch
         self._on_reset = on_reset
@@ -110,7 +112,12 @@ class Claims:
             self._wake.clear()  # before the claim: a NOTIFY arriving during it is not lost
             try:
                 messages = await self.queue.claim(
-                    self.topic, self.subscriber, max_messages, lease=self.lease, ack=ack
+                    self.topic,
+                    self.subscriber,
+                    max_messages,
+                    lease=self.lease,
+                    ack=ack,
+                    consumer=self.consumer,
                 )
                 if ack:
                     ack = ()

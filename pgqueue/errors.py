@@ -83,6 +83,12 @@ class DatabaseUnavailable(PgQueueError):
     code = "database_unavailable"
 
 
+class SchemaMismatch(PgQueueError):
+    """The database is not at the schema revision this pgqueue needs: run `pgqueue migrate`."""
+
+    code = "schema_mismatch"
+
+
 _BY_SQLSTATE: dict[str, type[PgQueueError]] = {
     "PQ001": TopicNotFound,
     "PQ002": TopicExists,

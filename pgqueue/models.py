@@ -197,7 +197,7 @@ class TopicStats:
     messages: int
     first_offset: int | None
     last_offset: int
-    bytes: int
+    bytes: int  # the log on disk: its segments with their indexes
     pending: int
     subscribers: int
 
@@ -214,12 +214,30 @@ class SubscriberStats:
     position: int
     last_offset: int
     lag: int
-    in_flight: int
+    lag_seconds: float  # how long the oldest message not yet done has waited
+    in_flight: int  # leased now
+    expired: int  # leases that ran out, to be claimed again
     retrying: int
     dead: int
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SubscriberStats:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A message leased to a consumer (Queue.leases): who holds it, since when, until when."""
+
+    offset: int
+    attempt: int
+    consumer: str | None
+    leased_at: datetime | None
+    lease_ends: datetime
+    expired: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Lease:
         return cls(**dict(row))
 
 

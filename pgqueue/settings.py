@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         "WebSocket subscribers do not count: they end with their connection.",
     )
 
+    # -- database roles
+    runtime_password: SecretStr | None = Field(
+        default=None,
+        repr=False,
+        description="`pgqueue migrate` gives the runtime role (pgqueue_runtime) this password, "
+        "for servers that connect over the network as it.",
+    )
+
     # -- services ------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address the servers bind to.")
     port: int = Field(default=8888, ge=1, le=65535, description="Port of `pgqueue serve`.")

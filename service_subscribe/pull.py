@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from pgqueue.delivery import reject
@@ -14,7 +14,7 @@ from pgqueue.targets import BIGINT_MAX
 from pgqueue.web.auth import require
 from pgqueue.web.bodies import JsonRoute
 from pgqueue.web.fields import BigInt, Offset
-from pgqueue.web.state import QueueDep
+from pgqueue.web.state import QueueDep, consumer_name
 
 router = APIRouter(
     prefix="/subscribers/{subscriber_id}",
@@ -70,10 +70,18 @@ class NackOut(BaseModel):
 
 
 @router.post("/claim", response_model=ClaimOut)
-async def claim(subscriber_id: SubscriberId, body: ClaimIn, queue: QueueDep) -> Response:
+async def claim(
+    subscriber_id: SubscriberId, body: ClaimIn, queue: QueueDep, request: Request
+) -> Response:
     s = await queue.subscriber_by_id(subscriber_id)
     lease = seconds(body.lease_ms / 1000) if body.lease_ms else None
-    messages = await queue.claim(s.topic, s.name, body.max_messages, lease=lease)
+    messages = await queue.claim(
+        s.topic,
+        s.name,
+        body.max_messages,
+        lease=lease,
+        consumer=consumer_name("http", request.client),
+    )
     # Encoded one by one: the leases are committed, so a message that cannot be encoded
     # must cost only itself (nacked, retried, dead-lettered alone), not a 500 for the batch.
     encoded = []

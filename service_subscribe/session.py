@@ -28,6 +28,7 @@ from pgqueue.settings import Settings
 from pgqueue.web.bodies import loads
 from pgqueue.web.errors import told
 from pgqueue.web.incidents import CLOSE_INTERNAL, DETAIL, incident
+from pgqueue.web.state import consumer_name
 from service_subscribe.frames import (
     CLIENT_FRAME,
     Ack,
@@ -87,6 +88,7 @@ class Session:
             poll_interval=self.settings.poll_interval,
             epoch=self.epoch,
             on_reset=self._enter_epoch,
+            consumer=consumer_name("websocket", self.websocket.client),
         )
 
     async def run(self) -> None:

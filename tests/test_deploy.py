@@ -25,7 +25,7 @@ def test_compose_file_wires_db_migrate_and_server() -> None:
     assert set(services) == {"db", "migrate", "server", "publish", "subscribe"}
     assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
-    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["migrate"]["command"] == ["pgqueue", "migrate"]
     for name, port in (("server", 8888), ("publish", 8001), ("subscribe", 8002)):
         assert services[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"

@@ -339,3 +339,43 @@ async def test_a_killed_process_leaves_no_ephemeral_subscriber_behind(
 
     await eventually(removed)
     assert [s.name for s in await queue.list_subscribers("live")] == [mine.name]
+
+
+async def test_leases_show_who_holds_what_since_when_and_stats_tell_live_from_run_out(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    await queue.create_topic("t")
+    await queue.subscribe("t", "s", start="earliest")
+    await queue.publish_many("t", [1, 2, 3, 4])
+    await queue.claim("t", "s", 2, lease=60, consumer="worker-a")
+    await queue.claim("t", "s", 1, lease=60)
+    # Offset 3's lease has run out, and offset 1 was published an hour ago.
+    await conn.execute(
+        """
+        UPDATE pgqueue.delivery SET due_at = now() - interval '1 second' WHERE "offset" = 3;
+        UPDATE pgqueue.message SET published_at = now() - interval '1 hour' WHERE "offset" = 1;
+        """
+    )
+
+    leases = await queue.leases("t", "s")
+    assert [(x.offset, x.attempt, x.consumer, x.expired) for x in leases] == [
+        (1, 1, "worker-a", False),
+        (2, 1, "worker-a", False),
+        (3, 1, pgqueue.client.DEFAULT_CONSUMER, True),
+    ]
+    assert all(x.leased_at is not None and x.leased_at < x.lease_ends for x in leases[:2])
+    [stats] = await queue.subscriber_stats("t", "s")
+    assert (stats.lag, stats.in_flight, stats.expired) == (4, 2, 1)
+    assert 3590 < stats.lag_seconds < 3700
+
+    # Taken again by another consumer: the lease shows the new holder and attempt.
+    [again] = await queue.claim("t", "s", 1, lease=60, consumer="worker-b")
+    assert again.offset == 3
+    assert [(x.offset, x.attempt, x.consumer) for x in await queue.leases("t", "s")][2] == (
+        3,
+        2,
+        "worker-b",
+    )
+    await queue.ack("t", "s", [again, *await queue.claim("t", "s", 1, consumer="w")])
+    [stats] = await queue.subscriber_stats("t", "s")
+    assert (stats.lag, stats.in_flight, stats.expired) == (4, 2, 0)

@@ -86,18 +86,25 @@ class PrivatePostgres:
 
     def restart(self) -> None:
         """Starts the server again on the same data directory (crash recovery runs first)."""
-        self._pg_ctl(
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            '-h ""',
-            "-o",
-            f"-k {self._socket_dir()}",
-            "-l",
-            str(self.log),
-            "start",
-        )
+        try:
+            self._pg_ctl(
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {self._socket_dir()}",
+                "-l",
+                str(self.log),
+                "start",
+            )
+        except subprocess.CalledProcessError as error:
+            # The run directory may be gone by the time anyone looks: say why here.
+            stderr = (error.stderr or b"").decode(errors="replace").strip()
+            log = self.log.read_text(errors="replace") if self.log.exists() else ""
+            tail = "\n".join(log.splitlines()[-15:])
+            raise RuntimeError(f"PostgreSQL did not start again: {stderr}\n{tail}") from error
 
     def stop(self) -> None:
         """Stops the server, by force if need be; nothing of it keeps running afterwards."""

@@ -9,7 +9,9 @@
 
 CREATE OR REPLACE FUNCTION pgqueue._check_name(kind text, name text)
 RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$' THEN
         RAISE EXCEPTION 'invalid % name %', kind, coalesce(quote_literal(name), 'NULL')
@@ -24,7 +26,9 @@ $$;
 -- array text: one value to encode and parse instead of one per message.
 CREATE OR REPLACE FUNCTION pgqueue._jsonb_elements(items jsonb)
 RETURNS jsonb[]
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     IF jsonb_typeof(items) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'payloads must be a JSON array' USING ERRCODE = 'PQ006';
@@ -37,7 +41,9 @@ $$;
 -- delete take the topic's shared advisory lock instead (no disk write, no MultiXact).
 CREATE OR REPLACE FUNCTION pgqueue._find_topic(topic_name text)
 RETURNS pgqueue.topic
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic;
 BEGIN
@@ -52,7 +58,9 @@ $$;
 
 CREATE OR REPLACE FUNCTION pgqueue._find_subscriber(topic_name text, subscriber_name text)
 RETURNS pgqueue.subscriber
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     s pgqueue.subscriber;
 BEGIN
@@ -80,7 +88,10 @@ $$;
 -- past `upto` (another session's group commit) costs nothing.
 CREATE OR REPLACE FUNCTION pgqueue._flush_at_commit(upto pg_lsn DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER  -- called by the publishing procedures, which run as their caller
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     -- A standby only ever has WAL its primary flushed; a read-only transaction cannot write
     -- the record (its caller chose a transaction that can give no such guarantee).
@@ -104,7 +115,9 @@ $$;
 -- claimed) are shown to someone, who must never see them taken back by a crash.
 CREATE OR REPLACE FUNCTION pgqueue._durable_commit()
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     IF current_setting('synchronous_commit') = 'off' THEN
         PERFORM set_config('synchronous_commit', 'on', true);
@@ -116,7 +129,9 @@ $$;
 -- advisory locks, which mostly use the one-argument form.
 CREATE OR REPLACE FUNCTION pgqueue._lock_class(purpose text)
 RETURNS integer
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT CASE purpose WHEN 'assign' THEN 1903390001 WHEN 'topic' THEN 1903390002
                         WHEN 'retention' THEN 1903390003 WHEN 'owner' THEN 1903390004 END
 $$;
@@ -125,7 +140,9 @@ $$;
 -- It is derived rather than stored, so an ack is a single DELETE and never a hot-row UPDATE.
 CREATE OR REPLACE FUNCTION pgqueue._position(s pgqueue.subscriber)
 RETURNS bigint
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT least(s.cursor, coalesce(
         (SELECT d."offset" - 1
            FROM pgqueue.delivery d
@@ -136,14 +153,18 @@ $$;
 
 CREATE OR REPLACE FUNCTION pgqueue._first_offset(p_topic_id integer)
 RETURNS bigint
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT m."offset" FROM pgqueue.message m
      WHERE m.topic_id = p_topic_id ORDER BY m."offset" LIMIT 1
 $$;
 
 CREATE OR REPLACE FUNCTION pgqueue._last_offset(p_topic_id integer)
 RETURNS bigint
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT coalesce((SELECT m."offset" FROM pgqueue.message m
                       WHERE m.topic_id = p_topic_id ORDER BY m."offset" DESC LIMIT 1), 0)
 $$;
@@ -165,7 +186,9 @@ CREATE OR REPLACE FUNCTION pgqueue._resolve_position(
     shift bigint
 )
 RETURNS bigint
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     targets integer := num_nonnulls(to_offset, to_edge, to_time, ago, shift);
     first_off bigint := pgqueue._first_offset(p_topic_id);
@@ -231,7 +254,9 @@ $$;
 -- Filter: {"payload": <contained>, "headers": <contained>, "match": {"<header>": "<glob>"}}
 CREATE OR REPLACE FUNCTION pgqueue._matches(filter jsonb, payload jsonb, headers jsonb)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT filter IS NULL OR (
         (NOT filter ? 'payload' OR payload @> (filter -> 'payload'))
         AND (NOT filter ? 'headers' OR headers @> (filter -> 'headers'))
@@ -245,7 +270,9 @@ $$;
 -- "like" beside the original "match", so claim evaluates plain LIKE.
 CREATE OR REPLACE FUNCTION pgqueue._compile_filter(filter jsonb)
 RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     extra text[];
     bad text;

@@ -10,7 +10,10 @@ CREATE OR REPLACE FUNCTION pgqueue.create_topic(
     segment_size bigint DEFAULT 1000000
 )
 RETURNS pgqueue.topic
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic;
 BEGIN
@@ -45,7 +48,10 @@ CREATE OR REPLACE FUNCTION pgqueue.alter_topic(
     clear_retention boolean DEFAULT false
 )
 RETURNS pgqueue.topic
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
 BEGIN
@@ -71,7 +77,10 @@ $$;
 -- rows can outlive the topic.
 CREATE OR REPLACE FUNCTION pgqueue.delete_topic(topic text)
 RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
     k bigint;
@@ -97,7 +106,10 @@ $$;
 
 CREATE OR REPLACE FUNCTION pgqueue.list_topics(topic text DEFAULT NULL)
 RETURNS SETOF pgqueue.topic
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT * FROM pgqueue.topic t
      WHERE list_topics.topic IS NULL OR t.name = list_topics.topic
      ORDER BY t.name

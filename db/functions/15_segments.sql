@@ -8,7 +8,9 @@
 
 CREATE OR REPLACE FUNCTION pgqueue._segment_table(p_topic_id integer, p_segment bigint)
 RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT format('message_%s_%s', p_topic_id, p_segment)
 $$;
 
@@ -18,7 +20,9 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._create_segments(t pgqueue.topic, from_segment bigint,
                                                     upto bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     k bigint;
     name text;
@@ -42,7 +46,9 @@ $$;
 -- The common case (the append stays in the current segment) is arithmetic only.
 CREATE OR REPLACE FUNCTION pgqueue._make_room(t pgqueue.topic, after bigint, n bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     IF n > 0 AND (after + n) / t.segment_size > after / t.segment_size THEN
         PERFORM pgqueue._create_segments(t, after / t.segment_size + 1,
@@ -58,7 +64,9 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._remove_segment(p_topic_id integer, p_segment bigint,
                                                    lock_wait interval)
 RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     name text := pgqueue._segment_table(p_topic_id, p_segment);
     old_timeout text := current_setting('lock_timeout');

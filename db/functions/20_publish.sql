@@ -30,6 +30,7 @@ CREATE OR REPLACE FUNCTION pgqueue._publish(
     OUT offsets bigint[]
 )
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -259,7 +260,10 @@ CREATE OR REPLACE FUNCTION pgqueue.publish(
     reply_to text DEFAULT NULL
 )
 RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
     r record;
@@ -284,7 +288,10 @@ CREATE OR REPLACE FUNCTION pgqueue.publish_batch(
     reply_tos text[] DEFAULT NULL
 )
 RETURNS bigint[]
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
     r record;
@@ -305,7 +312,10 @@ CREATE OR REPLACE FUNCTION pgqueue.message_offsets(
     assign boolean DEFAULT NULL
 )
 RETURNS bigint[]
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
     found bigint[];
@@ -357,28 +367,51 @@ CREATE OR REPLACE PROCEDURE pgqueue.publish_batch_and_commit(
     INOUT offsets bigint[] DEFAULT NULL
 )
 LANGUAGE plpgsql AS $$
-DECLARE
-    t pgqueue.topic;
-    r record;
 BEGIN
     -- Its COMMIT would commit whatever the caller did before in this transaction (a caller's
     -- procedure that wrote rows, then CALLed us): refuse rather than commit someone's work.
-    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN
         RAISE EXCEPTION 'publish_batch_and_commit commits: call it in a transaction of its own, '
                         'or use publish_batch inside yours' USING ERRCODE = 'PQ011';
     END IF;
     -- Before anything runs in this transaction; local, so it ends at the COMMIT below.
-    PERFORM set_config('synchronous_commit', 'off', true);
-    t := pgqueue._find_topic(topic);
-    r := pgqueue._publish(t, true, payloads, headers, keys, idempotency_keys, delays,
-                          correlation_ids, reply_tos);
-    offsets := r.offsets;
-    PERFORM pg_notify('pgqueue', t.name);
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
+    offsets := pgqueue._publish_direct(topic, payloads, headers, keys, idempotency_keys, delays,
+                                       correlation_ids, reply_tos);
     -- Inside a transaction block this COMMIT fails with SQLSTATE 2D000.
     COMMIT;
     -- The offsets are answered only once the append is on disk: this second transaction's
     -- commit waits for a flush covering the first one's commit record, shared with every
     -- concurrent committer (group commit), or costs nothing if one already covered it.
-    PERFORM pgqueue._flush_at_commit(pg_current_wal_insert_lsn());
+    PERFORM pgqueue._flush_at_commit(pg_catalog.pg_current_wal_insert_lsn());
+END
+$$;
+
+-- The part of publish_batch_and_commit that touches tables. The procedure cannot be SECURITY
+-- DEFINER nor pin its search_path (PostgreSQL then forbids its COMMIT), so it runs as its
+-- caller and delegates here, with the owner's rights and a pinned path.
+CREATE OR REPLACE FUNCTION pgqueue._publish_direct(
+    topic text,
+    payloads jsonb[],
+    headers jsonb[],
+    keys text[],
+    idempotency_keys text[],
+    delays interval[],
+    correlation_ids text[],
+    reply_tos text[]
+)
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+    t pgqueue.topic := pgqueue._find_topic(topic);
+    r record;
+BEGIN
+    r := pgqueue._publish(t, true, payloads, headers, keys, idempotency_keys, delays,
+                          correlation_ids, reply_tos);
+    PERFORM pg_notify('pgqueue', t.name);
+    RETURN r.offsets;
 END
 $$;

@@ -16,7 +16,9 @@
 -- round after it commits.
 CREATE OR REPLACE FUNCTION pgqueue._round_snapshot()
 RETURNS pg_snapshot
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     s pg_snapshot := pg_current_snapshot();
     own xid8 := pg_current_xact_id_if_assigned();
@@ -40,7 +42,9 @@ $$;
 -- with the simple protocol (psql): there the transaction began with this statement.
 CREATE OR REPLACE FUNCTION pgqueue._may_assign(allowed boolean)
 RETURNS boolean
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
     -- A read-only transaction or a standby cannot number anything.
     SELECT NOT pg_is_in_recovery() AND NOT current_setting('transaction_read_only')::boolean
            AND coalesce(allowed, statement_timestamp() = transaction_timestamp())
@@ -53,6 +57,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._assign_locked(t pgqueue.topic)
 RETURNS integer
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_bitmapscan = off
@@ -149,6 +154,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._assign(t pgqueue.topic, wait boolean)
 RETURNS integer
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_bitmapscan = off
@@ -201,12 +207,23 @@ CREATE OR REPLACE PROCEDURE pgqueue.assign(topic text, INOUT assigned integer DE
 LANGUAGE plpgsql AS $$
 BEGIN
     -- Its COMMIT would commit what a calling procedure wrote before: refuse that instead.
-    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN
         RAISE EXCEPTION 'assign commits: call it in a transaction of its own'
             USING ERRCODE = 'PQ011';
     END IF;
     COMMIT;
-    assigned := pgqueue._assign(pgqueue._find_topic(topic), true);
+    assigned := pgqueue._assign_now(topic);
     COMMIT;
 END
+$$;
+
+-- The round of the assign procedure, with the owner's rights (see _publish_direct for why
+-- the procedure cannot have them itself).
+CREATE OR REPLACE FUNCTION pgqueue._assign_now(topic text)
+RETURNS integer
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+    SELECT pgqueue._assign(pgqueue._find_topic(topic), true)
 $$;

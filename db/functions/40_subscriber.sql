@@ -5,7 +5,9 @@
 
 CREATE OR REPLACE FUNCTION pgqueue._subscriber_info(s pgqueue.subscriber)
 RETURNS pgqueue.subscriber_info
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT ROW(t.name, s.name, s.subscriber_id, pgqueue._position(s), s.filter - 'like',
                s.max_attempts, s.backoff_base, s.backoff_max, s.ephemeral,
                s.created_at, s.epoch)::pgqueue.subscriber_info
@@ -30,7 +32,10 @@ CREATE OR REPLACE FUNCTION pgqueue.create_subscriber(
     owner integer DEFAULT NULL
 )
 RETURNS pgqueue.subscriber_info
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
     s pgqueue.subscriber;
@@ -72,7 +77,10 @@ CREATE OR REPLACE FUNCTION pgqueue.alter_subscriber(
     clear_filter boolean DEFAULT false
 )
 RETURNS pgqueue.subscriber_info
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
 BEGIN
@@ -92,7 +100,10 @@ $$;
 
 CREATE OR REPLACE FUNCTION pgqueue.delete_subscriber(topic text, subscriber text)
 RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
 BEGIN
@@ -115,7 +126,10 @@ $$;
 -- were removed. Servers run it beside retention.
 CREATE OR REPLACE FUNCTION pgqueue.remove_orphans(grace interval DEFAULT interval '1 minute')
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     s pgqueue.subscriber;
     removed integer := 0;
@@ -149,7 +163,10 @@ $$;
 
 CREATE OR REPLACE FUNCTION pgqueue.list_subscribers(topic text DEFAULT NULL)
 RETURNS SETOF pgqueue.subscriber_info
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT i.*
       FROM pgqueue.subscriber s
       JOIN pgqueue.topic t ON t.topic_id = s.topic_id
@@ -161,7 +178,10 @@ $$;
 -- Finds a subscriber by its numeric id (the v1 API and HTTP pull address subscribers so).
 CREATE OR REPLACE FUNCTION pgqueue.subscriber_by_id(subscriber_id bigint)
 RETURNS pgqueue.subscriber_info
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     s pgqueue.subscriber;
 BEGIN

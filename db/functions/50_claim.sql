@@ -15,7 +15,9 @@
 
 CREATE OR REPLACE FUNCTION pgqueue._check_lease(lease interval)
 RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     IF lease IS NULL OR lease <= interval '0' OR lease > interval '1 day' THEN
         RAISE EXCEPTION 'a lease is more than 0 and at most 1 day, got %',
@@ -31,6 +33,7 @@ $$;
 -- assign: whether this claim may first give committed in-transaction publishes their offsets
 -- (see pgqueue._may_assign). Pass true when the claim runs in a transaction of its own, false
 -- (or leave NULL) inside a longer transaction: a round's lock lasts until commit.
+-- consumer: who takes the lease, as list_leases shows it (a WebSocket client, a worker).
 CREATE OR REPLACE FUNCTION pgqueue.claim(
     topic text,
     subscriber text,
@@ -38,10 +41,13 @@ CREATE OR REPLACE FUNCTION pgqueue.claim(
     lease interval DEFAULT interval '30 seconds',
     ack_offsets bigint[] DEFAULT NULL,
     ack_tokens bigint[] DEFAULT NULL,
-    assign boolean DEFAULT NULL
+    assign boolean DEFAULT NULL,
+    consumer text DEFAULT NULL
 )
 RETURNS SETOF pgqueue.claimed_message
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -105,7 +111,7 @@ BEGIN
         WITH again AS (
             UPDATE pgqueue.delivery x
                SET state = 'leased', attempt = x.attempt + 1, lease_token = token,
-                   due_at = now() + lease
+                   due_at = now() + lease, consumer = claim.consumer, leased_at = now()
              WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id
                AND x."offset" = ANY (relet)
             RETURNING x."offset", x.attempt
@@ -178,12 +184,13 @@ BEGIN
                                      LIMIT scan_limit) q) r) c
              WHERE c.ready_before < need;
             EXIT WHEN new_cursor IS NULL;
-            INSERT INTO pgqueue.delivery
-                   (topic_id, subscriber_id, "offset", state, attempt, lease_token, due_at)
-            SELECT s.topic_id, s.subscriber_id, f.o, 'leased', 1, token, clock_timestamp() + lease
+            INSERT INTO pgqueue.delivery (topic_id, subscriber_id, "offset", state, attempt,
+                                          lease_token, due_at, consumer, leased_at)
+            SELECT s.topic_id, s.subscriber_id, f.o, 'leased', 1, token, clock_timestamp() + lease,
+                   claim.consumer, clock_timestamp()
               FROM unnest(fresh) f(o)
             UNION ALL
-            SELECT s.topic_id, s.subscriber_id, w.o, 'retry', 0, NULL, w.at
+            SELECT s.topic_id, s.subscriber_id, w.o, 'retry', 0, NULL, w.at, NULL, NULL
               FROM unnest(delayed, delayed_at) w(o, at);
             cur := new_cursor;
             scanned := scanned + scan_limit;
@@ -221,7 +228,9 @@ $$;
 -- Moves deliveries to the dead-letter list.
 CREATE OR REPLACE FUNCTION pgqueue._bury(s pgqueue.subscriber, offsets bigint[], reason text)
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     n integer;
 BEGIN
@@ -255,6 +264,8 @@ CREATE OR REPLACE FUNCTION pgqueue.ack(
 )
 RETURNS bigint[]
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -288,7 +299,9 @@ $$;
 
 CREATE OR REPLACE FUNCTION pgqueue._tokens_for(offsets bigint[], lease_tokens bigint[])
 RETURNS bigint[]
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     IF offsets IS NULL OR lease_tokens IS NULL OR cardinality(lease_tokens) = 0 THEN
         RAISE EXCEPTION 'offsets and lease_tokens are required' USING ERRCODE = 'PQ006';
@@ -319,6 +332,8 @@ CREATE OR REPLACE FUNCTION pgqueue.nack(
 )
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -362,6 +377,8 @@ CREATE OR REPLACE FUNCTION pgqueue.extend_lease(
 )
 RETURNS bigint[]
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -396,6 +413,8 @@ CREATE OR REPLACE FUNCTION pgqueue.release(
 )
 RETURNS bigint[]
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -433,6 +452,8 @@ CREATE OR REPLACE FUNCTION pgqueue.give_back(
 )
 RETURNS bigint[]
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -466,6 +487,8 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue.seconds_until_due(topic text, subscriber text)
 RETURNS double precision
 LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -488,5 +511,38 @@ BEGIN
         RETURN NULL;
     END IF;
     RETURN greatest(extract(epoch FROM due - clock_timestamp()), 0);
+END
+$$;
+
+-- The subscriber's leases, live and run out (not yet taken again), in offset order: who holds
+-- each, since when, at which attempt, until when. What XPENDING or
+-- `kafka-consumer-groups --describe` show.
+CREATE OR REPLACE FUNCTION pgqueue.list_leases(
+    topic text,
+    subscriber text,
+    max_rows integer DEFAULT 1000
+)
+RETURNS TABLE (
+    "offset" bigint,
+    attempt integer,
+    consumer text,
+    leased_at timestamptz,
+    lease_ends timestamptz,
+    expired boolean
+)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+    s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
+BEGIN
+    RETURN QUERY
+        SELECT d."offset", d.attempt, d.consumer, d.leased_at, d.due_at, d.due_at <= now()
+          FROM pgqueue.delivery d
+         WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id
+           AND d.state = 'leased'
+         ORDER BY d."offset"
+         LIMIT greatest(max_rows, 0);
 END
 $$;

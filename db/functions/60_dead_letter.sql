@@ -18,7 +18,10 @@ RETURNS TABLE (
     key text,
     published_at timestamptz
 )
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
     SELECT d."offset", d.attempts, d.last_error, d.dead_at, m.payload, m.headers, m.key,
            m.published_at
       FROM pgqueue._find_subscriber(topic, subscriber) s
@@ -37,7 +40,10 @@ CREATE OR REPLACE FUNCTION pgqueue.replay_dead_letters(
     to_offset bigint DEFAULT NULL
 )
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
     n integer;
@@ -69,7 +75,10 @@ CREATE OR REPLACE FUNCTION pgqueue.purge_dead_letters(
     to_offset bigint DEFAULT NULL
 )
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
     n integer;

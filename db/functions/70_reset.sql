@@ -18,7 +18,10 @@ CREATE OR REPLACE FUNCTION pgqueue.reset(
     quiet boolean DEFAULT false
 )
 RETURNS SETOF pgqueue.reset_result
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
     s pgqueue.subscriber;

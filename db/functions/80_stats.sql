@@ -10,15 +10,23 @@ RETURNS TABLE (
     pending bigint,
     subscribers bigint
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     RETURN QUERY
         SELECT t.name,
                coalesce(e.last_offset - e.first_offset + 1, 0),
                e.first_offset,
                coalesce(e.last_offset, 0),
-               (SELECT coalesce(sum(pg_column_size(m.*)), 0)::bigint
-                  FROM pgqueue.message m WHERE m.topic_id = t.topic_id),
+               -- The segments' size on disk (rows, indexes, TOAST), read from the catalog:
+               -- summing the rows' sizes read the whole log (265 ms per 500,000 messages).
+               (SELECT coalesce(sum(pg_total_relation_size(
+                           to_regclass(format('pgqueue.%I',
+                                              pgqueue._segment_table(t.topic_id, g.segment))))),
+                                0)::bigint
+                  FROM pgqueue.segment g WHERE g.topic_id = t.topic_id),
                (SELECT count(*) FROM pgqueue.pending p WHERE p.topic_id = t.topic_id),
                (SELECT count(*) FROM pgqueue.subscriber s WHERE s.topic_id = t.topic_id)
           FROM pgqueue.topic t
@@ -32,8 +40,9 @@ BEGIN
 END
 $$;
 
--- lag: messages past the position; in_flight: leased now; retrying: waiting for a retry or
--- a delayed first delivery; dead: in the dead-letter list.
+-- lag: messages past the position; lag_seconds: how long the first of them has waited;
+-- in_flight: leased now; expired: leases that ran out, to be claimed again; retrying: waiting
+-- for a retry or a delayed first delivery; dead: in the dead-letter list.
 CREATE OR REPLACE FUNCTION pgqueue.subscriber_stats(
     topic_name text DEFAULT NULL,
     subscriber_name text DEFAULT NULL
@@ -45,17 +54,29 @@ RETURNS TABLE (
     "position" bigint,
     last_offset bigint,
     lag bigint,
+    lag_seconds double precision,
     in_flight bigint,
+    expired bigint,
     retrying bigint,
     dead bigint
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 BEGIN
     RETURN QUERY
         SELECT t.name, s.name, s.subscriber_id, p.pos, p.last_off, p.last_off - p.pos,
+               -- How long the oldest message not yet done has waited (0 when none waits).
+               coalesce((SELECT extract(epoch FROM now() - m.published_at)::double precision
+                           FROM pgqueue.message m
+                          WHERE m.topic_id = s.topic_id AND m."offset" = p.pos + 1), 0),
                (SELECT count(*) FROM pgqueue.delivery d
                  WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id
-                   AND d.state = 'leased'),
+                   AND d.state = 'leased' AND d.due_at > now()),
+               (SELECT count(*) FROM pgqueue.delivery d
+                 WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id
+                   AND d.state = 'leased' AND d.due_at <= now()),
                (SELECT count(*) FROM pgqueue.delivery d
                  WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id
                    AND d.state = 'retry'),
@@ -93,7 +114,10 @@ RETURNS TABLE (
     published_at timestamptz,
     available_at timestamptz
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
 BEGIN

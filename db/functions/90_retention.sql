@@ -11,7 +11,9 @@
 -- the longest transaction that published them).
 CREATE OR REPLACE FUNCTION pgqueue._segment_expired(t pgqueue.topic, k bigint, last_off bigint)
 RETURNS boolean
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     last_at timestamptz;
 BEGIN
@@ -35,7 +37,10 @@ CREATE OR REPLACE FUNCTION pgqueue.enforce_retention(
 )
 RETURNS TABLE (topic_name text, segments_removed integer, messages_removed bigint,
                first_offset bigint, subscribers_moved integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
 DECLARE
     t pgqueue.topic;
     seg pgqueue.segment;

@@ -69,7 +69,7 @@ SELECT * FROM pgqueue.subscriber_by_id($1::bigint)
 
 -- name: claim
 SELECT * FROM pgqueue.claim($1::text, $2::text, $3::integer, $4::interval, $5::bigint[],
-                            $6::bigint[], true)
+                            $6::bigint[], true, $7::text)
 
 -- name: ack
 SELECT pgqueue.ack($1::text, $2::text, $3::bigint[], $4::bigint[])
@@ -104,6 +104,9 @@ SELECT * FROM pgqueue.topic_stats($1::text)
 
 -- name: subscriber_stats
 SELECT * FROM pgqueue.subscriber_stats($1::text, $2::text)
+
+-- name: list_leases
+SELECT * FROM pgqueue.list_leases($1::text, $2::text, $3::integer)
 
 -- name: read_messages
 SELECT * FROM pgqueue.read_messages($1::text, $2::bigint, $3::integer, true)

@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from starlette.datastructures import Address
 
 import pgqueue
 from pgqueue.availability import quiet_pool_reconnects
+from pgqueue.client import DEFAULT_CONSUMER
 from pgqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,3 +73,10 @@ async def get_queue(request: Request) -> pgqueue.Queue:
 
 
 QueueDep = Annotated[pgqueue.Queue, Depends(get_queue)]
+
+
+def consumer_name(kind: str, client: Address | None) -> str:
+    """A lease holder's name as operators see it (list_leases): the protocol, the client's
+    address and the server process that holds the lease for it."""
+    peer = f"{client.host}:{client.port}" if client else "unknown"
+    return f"{kind} {peer} @ {DEFAULT_CONSUMER}"

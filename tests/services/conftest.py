@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from pgqueue.migrate import RUNTIME_ROLE, as_role
 from pgqueue.settings import Settings
 from pgqueue.web.combined import create_app
 
@@ -61,7 +62,10 @@ def serving(settings: Settings, app: FastAPI | None = None) -> Iterator[RunningS
 
 @pytest.fixture
 def server_settings(database_dsn: str) -> Settings:
-    return Settings(database_url=database_dsn, ws_send_timeout=2.0, poll_interval=30.0)
+    # As the deployed server runs: the runtime role, which may only call the API.
+    return Settings(
+        database_url=as_role(database_dsn, RUNTIME_ROLE), ws_send_timeout=2.0, poll_interval=30.0
+    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ tests/test_migrations.py checks that the head revision's functions equal db/func
 
 from __future__ import annotations
 
-from db.migrations.helpers import run_frozen, run_script
+from pgqueue.db.migrations.helpers import run_frozen, run_script
 
 revision = "0002"
 down_revision = "0001"

@@ -19,7 +19,7 @@ puts 0002's back.
 
 from __future__ import annotations
 
-from db.migrations.helpers import VERSIONS, run_frozen, run_script
+from pgqueue.db.migrations.helpers import VERSIONS, run_frozen, run_script
 
 revision = "0003"
 down_revision = "0002"

@@ -14,7 +14,7 @@ puts the previous revision's text back and drops the functions this one added.
 
 from __future__ import annotations
 
-from db.migrations.helpers import VERSIONS, run_frozen, run_script
+from pgqueue.db.migrations.helpers import VERSIONS, run_frozen, run_script
 
 revision = "0004"
 down_revision = "0003"
