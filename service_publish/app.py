@@ -7,7 +7,7 @@ from fastapi import APIRouter, FastAPI
 from pgqueue.settings import Settings
 from pgqueue.web.app import new_app
 from pgqueue.web.state import QueueDep
-from service_publish import routes, v1
+from service_publish import routes, v1, v1_docs
 
 
 def create_app(settings: Settings | None = None, *, with_v1: bool = True) -> FastAPI:
@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None, *, with_v1: bool = True) -> Fas
     app.include_router(health_router())
     if with_v1:
         app.include_router(v1.router, prefix="/v1")
+        v1_docs.document(app, prefix="/v1")
     return app
 
 

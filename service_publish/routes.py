@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from pgqueue.errors import SubscriberNotFound, TopicNotFound
-from pgqueue.targets import BIGINT_MAX
 from pgqueue.web.auth import READ, require
 from pgqueue.web.bodies import JsonRoute
+from pgqueue.web.openapi import SAFE_INTEGER
 from pgqueue.web.state import QueueDep
 from service_publish.schemas import (
     BatchIn,
@@ -48,11 +48,13 @@ def _seconds(value: float | None) -> timedelta | None:
 
 @router.get("/topics", tags=["topics"], dependencies=Read)
 async def list_topics(queue: QueueDep) -> list[TopicOut]:
+    """Every topic."""
     return [TopicOut.of(t) for t in await queue.list_topics()]
 
 
 @router.post("/topics", status_code=201, tags=["topics"], dependencies=Admin)
 async def create_topic(body: TopicIn, queue: QueueDep) -> TopicOut:
+    """Create a topic (409 if it exists)."""
     topic = await queue.create_topic(
         body.name,
         description=body.description,
@@ -66,6 +68,7 @@ async def create_topic(body: TopicIn, queue: QueueDep) -> TopicOut:
 
 @router.get("/topics/{topic}", tags=["topics"], dependencies=Read)
 async def get_topic(topic: str, queue: QueueDep) -> TopicOut:
+    """One topic's settings."""
     found = await queue.list_topics(topic)
     if not found:
         raise TopicNotFound(f"topic {topic!r} does not exist")
@@ -74,6 +77,7 @@ async def get_topic(topic: str, queue: QueueDep) -> TopicOut:
 
 @router.patch("/topics/{topic}", tags=["topics"], dependencies=Admin)
 async def alter_topic(topic: str, body: TopicPatch, queue: QueueDep) -> TopicOut:
+    """Change a topic's description, retention or payload limit."""
     altered = await queue.alter_topic(
         topic,
         description=body.description,
@@ -87,12 +91,14 @@ async def alter_topic(topic: str, body: TopicPatch, queue: QueueDep) -> TopicOut
 
 @router.delete("/topics/{topic}", status_code=204, tags=["topics"], dependencies=Admin)
 async def delete_topic(topic: str, queue: QueueDep) -> Response:
+    """Delete a topic with its messages, subscribers and dead letters."""
     await queue.delete_topic(topic)
     return NO_CONTENT
 
 
 @router.post("/topics/{topic}/messages", status_code=201, tags=["messages"], dependencies=Publish)
 async def publish(topic: str, body: MessageIn, queue: QueueDep) -> PublishedOut:
+    """Publish one message; the answer comes once it is durable."""
     offset = await queue.publish(topic, body.payload, **body.options())
     return PublishedOut(topic=topic, offset=offset)
 
@@ -101,6 +107,7 @@ async def publish(topic: str, body: MessageIn, queue: QueueDep) -> PublishedOut:
     "/topics/{topic}/messages/batch", status_code=201, tags=["messages"], dependencies=Publish
 )
 async def publish_batch(topic: str, body: BatchIn, queue: QueueDep) -> BatchPublishedOut:
+    """Publish several messages in one transaction, in order."""
     offsets = await queue.publish_many(topic, [m.item() for m in body.messages])
     return BatchPublishedOut(topic=topic, offsets=offsets)
 
@@ -109,9 +116,12 @@ async def publish_batch(topic: str, body: BatchIn, queue: QueueDep) -> BatchPubl
 async def read_messages(
     topic: str,
     queue: QueueDep,
-    from_offset: Annotated[int, Query(alias="from", ge=1, le=BIGINT_MAX)] = 1,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    from_offset: Annotated[
+        int, Query(alias="from", ge=1, lt=SAFE_INTEGER, description="The first offset.")
+    ] = 1,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
 ) -> MessagesOut:
+    """Browse the log from an offset, without claiming anything."""
     messages = await queue.read(topic, from_offset=from_offset, limit=limit)
     return MessagesOut(
         topic=topic,
@@ -124,13 +134,18 @@ async def read_messages(
 
 @router.get("/topics/{topic}/subscribers", tags=["subscribers"], dependencies=Read)
 async def list_subscribers(topic: str, queue: QueueDep) -> list[SubscriberOut]:
-    return [SubscriberOut.of(s) for s in await queue.list_subscribers(topic)]
+    """The topic's subscribers."""
+    subscribers = await queue.list_subscribers(topic)
+    if not subscribers and not await queue.list_topics(topic):
+        raise TopicNotFound(f"topic {topic!r} does not exist")
+    return [SubscriberOut.of(s) for s in subscribers]
 
 
 @router.post(
     "/topics/{topic}/subscribers", status_code=201, tags=["subscribers"], dependencies=Admin
 )
 async def create_subscriber(topic: str, body: SubscriberIn, queue: QueueDep) -> SubscriberOut:
+    """Create a durable subscriber (409 if the name is taken)."""
     backoff = body.backoff
     subscriber = await queue.subscribe(
         topic,
@@ -146,6 +161,7 @@ async def create_subscriber(topic: str, body: SubscriberIn, queue: QueueDep) -> 
 
 @router.get("/topics/{topic}/subscribers/{name}", tags=["subscribers"], dependencies=Read)
 async def get_subscriber(topic: str, name: str, queue: QueueDep) -> SubscriberOut:
+    """One subscriber: its position, filter and retry policy."""
     for subscriber in await queue.list_subscribers(topic):
         if subscriber.name == name:
             return SubscriberOut.of(subscriber)
@@ -156,6 +172,7 @@ async def get_subscriber(topic: str, name: str, queue: QueueDep) -> SubscriberOu
 async def alter_subscriber(
     topic: str, name: str, body: SubscriberPatch, queue: QueueDep
 ) -> SubscriberOut:
+    """Change a subscriber's filter or retry policy."""
     backoff = body.backoff
     altered = await queue.alter_subscriber(
         topic,
@@ -176,18 +193,21 @@ async def alter_subscriber(
     dependencies=Admin,
 )
 async def delete_subscriber(topic: str, name: str, queue: QueueDep) -> Response:
+    """Delete a subscriber with its leases and dead letters."""
     await queue.unsubscribe(topic, name)
     return NO_CONTENT
 
 
 @router.post("/topics/{topic}/reset", tags=["reset"], dependencies=Admin)
 async def reset_topic(topic: str, body: ResetIn, queue: QueueDep) -> ResetOut:
+    """Move every subscriber of the topic (dry_run: only report where to)."""
     results = await queue.reset(topic, to=body.to, dry_run=body.dry_run)
     return ResetOut(results=[ResetRowOut(**asdict(r)) for r in results])
 
 
 @router.post("/topics/{topic}/subscribers/{name}/reset", tags=["reset"], dependencies=Admin)
 async def reset_subscriber(topic: str, name: str, body: ResetIn, queue: QueueDep) -> ResetOut:
+    """Move one subscriber (dry_run: only report where to)."""
     results = await queue.reset(topic, subscriber=name, to=body.to, dry_run=body.dry_run)
     return ResetOut(results=[ResetRowOut(**asdict(r)) for r in results])
 
@@ -199,9 +219,10 @@ async def list_dead_letters(
     topic: str,
     name: str,
     queue: QueueDep,
-    after: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    after: Annotated[int, Query(ge=0, lt=SAFE_INTEGER, description="Only offsets above this.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
 ) -> list[DeadLetterOut]:
+    """The subscriber's dead letters, by offset after `after`."""
     letters = await queue.dead_letters(topic, name, after=after, limit=limit)
     return [DeadLetterOut(**asdict(d)) for d in letters]
 
@@ -212,6 +233,7 @@ async def list_dead_letters(
     dependencies=Admin,
 )
 async def replay_dead_letters(topic: str, name: str, body: ReplayIn, queue: QueueDep) -> CountOut:
+    """Deliver dead letters again (from first to last; all by default)."""
     count = await queue.replay_dead_letters(topic, name, first=body.first, last=body.last)
     return CountOut(count=count)
 
@@ -223,14 +245,20 @@ async def purge_dead_letters(
     topic: str,
     name: str,
     queue: QueueDep,
-    first: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
-    last: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
+    first: Annotated[
+        int | None, Query(ge=1, lt=SAFE_INTEGER, description="The lowest offset removed.")
+    ] = None,
+    last: Annotated[
+        int | None, Query(ge=1, lt=SAFE_INTEGER, description="The highest offset removed.")
+    ] = None,
 ) -> CountOut:
+    """Remove dead letters (from first to last; all by default)."""
     return CountOut(count=await queue.purge_dead_letters(topic, name, first=first, last=last))
 
 
 @router.get("/stats", tags=["stats"], dependencies=Read)
 async def stats(queue: QueueDep) -> StatsOut:
+    """Figures per topic and per subscriber."""
     return StatsOut(
         topics=[asdict(t) for t in await queue.topic_stats()],
         subscribers=[asdict(s) for s in await queue.subscriber_stats()],

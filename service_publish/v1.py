@@ -49,8 +49,16 @@ async def v1_params(request: Request) -> dict[str, Any]:
             raise pgqueue.InvalidArgument(f"malformed JSON body: {error}") from error
         if not isinstance(data, dict):
             raise pgqueue.InvalidArgument("the JSON body must be an object")
+        _check_names(data)
         params.update(data)
     return params
+
+
+def _check_names(data: dict[str, Any]) -> None:
+    """A topic or description in a JSON body is a string: false must not become topic "False"."""
+    for field in ("topic", "description"):
+        if field in data and not isinstance(data[field], str):
+            raise pgqueue.InvalidArgument(f"{field} must be a string, got {data[field]!r}")
 
 
 Params = dict[str, Any]

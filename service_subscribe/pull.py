@@ -6,15 +6,16 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from pgqueue.delivery import reject
 from pgqueue.publish import seconds
-from pgqueue.targets import BIGINT_MAX
 from pgqueue.web.auth import require
 from pgqueue.web.bodies import JsonRoute
-from pgqueue.web.fields import BigInt, Offset
+from pgqueue.web.openapi import SAFE_INTEGER
 from pgqueue.web.state import QueueDep, consumer_name
+from service_publish.fields import LeaseToken, Offset
+from service_publish.schemas import Strict
 
 router = APIRouter(
     prefix="/subscribers/{subscriber_id}",
@@ -22,57 +23,88 @@ router = APIRouter(
     dependencies=[Depends(require("subscribe"))],
     route_class=JsonRoute,
 )
-SubscriberId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+SubscriberId = Annotated[int, Path(ge=1, lt=SAFE_INTEGER)]
 
 
-class ClaimIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    max_messages: StrictInt = Field(default=1, ge=1, le=10_000)
-    lease_ms: StrictInt | None = Field(default=None, gt=0, le=86_400_000)
+class ClaimIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"max_messages": 10, "lease_ms": 30000}]},
+    )
+    max_messages: int = Field(default=1, ge=1, le=10_000)
+    """At most this many messages; fewer (or none) when fewer are due."""
+    lease_ms: int | None = Field(default=None, gt=0, le=86_400_000)
+    """How long the messages are yours; none: the server's PGQUEUE_DEFAULT_LEASE."""
 
 
 class ClaimedOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
     topic: str
+    """The subscriber's topic."""
     offset: int
+    """The message's offset."""
     lease_token: int
+    """Give it back with the ack or nack: a lease taken over since refuses it."""
     attempt: int
+    """1 for the first delivery."""
     key: str | None
+    """The ordering key given at publish."""
     headers: dict[str, str]
+    """String attributes given at publish."""
     payload: Any
+    """The JSON value published."""
     published_at: datetime
+    """When the publish committed."""
 
 
 class ClaimOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
     messages: list[ClaimedOut]
+    """The messages now leased to you; empty when nothing is due."""
 
 
-class AckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AckIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"offsets": [1, 2], "lease_tokens": [7]}]},
+    )
     offsets: list[Offset] = Field(min_length=1, max_length=10_000)
-    lease_tokens: list[BigInt] = Field(min_length=1, max_length=10_000)
+    """The offsets processed."""
+    lease_tokens: list[LeaseToken] = Field(min_length=1, max_length=10_000)
+    """The lease tokens of the claims that returned them."""
 
 
 class AckOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
     acked: list[int]
+    """Offsets now done."""
     lost: list[int]
+    """Offsets no longer leased to you: another consumer has them now."""
 
 
-class NackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NackIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"offset": 1, "lease_token": 7, "error": "timeout"}]},
+    )
     offset: Offset
-    lease_token: BigInt
-    delay_ms: StrictInt | None = Field(default=None, ge=0, le=366 * 24 * 3600 * 1000)
+    """The offset given back."""
+    lease_token: LeaseToken
+    """The lease token of the claim that returned it."""
+    delay_ms: int | None = Field(default=None, ge=0, le=366 * 24 * 3600 * 1000)
+    """Retry after this long instead of the subscriber's backoff."""
     error: str | None = Field(default=None, max_length=10_000)
+    """Why, kept with the message if it is dead-lettered."""
 
 
 class NackOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
     state: str
+    """What became of the message: retry (delivered again later) or dead."""
 
 
 @router.post("/claim", response_model=ClaimOut)
 async def claim(
     subscriber_id: SubscriberId, body: ClaimIn, queue: QueueDep, request: Request
 ) -> Response:
+    """Lease up to max_messages messages of the subscriber, for lease_ms."""
     s = await queue.subscriber_by_id(subscriber_id)
     lease = seconds(body.lease_ms / 1000) if body.lease_ms else None
     messages = await queue.claim(
@@ -106,6 +138,7 @@ async def claim(
 
 @router.post("/ack")
 async def ack(subscriber_id: SubscriberId, body: AckIn, queue: QueueDep) -> AckOut:
+    """Mark claimed messages done; offsets whose lease was lost are listed apart."""
     s = await queue.subscriber_by_id(subscriber_id)
     done = await queue.ack(s.topic, s.name, body.offsets, body.lease_tokens)
     return AckOut(acked=done, lost=sorted(set(body.offsets) - set(done)))
@@ -113,6 +146,7 @@ async def ack(subscriber_id: SubscriberId, body: AckIn, queue: QueueDep) -> AckO
 
 @router.post("/nack")
 async def nack(subscriber_id: SubscriberId, body: NackIn, queue: QueueDep) -> NackOut:
+    """Give a claimed message back: retried after the backoff, or dead-lettered."""
     s = await queue.subscriber_by_id(subscriber_id)
     delay = seconds(body.delay_ms / 1000) if body.delay_ms is not None else None
     state = await queue.nack_offset(
