@@ -143,11 +143,11 @@ def _detail(error: asyncpg.PostgresError, sqlstate: str) -> str:
     if sqlstate in _PLAIN:
         return _PLAIN[sqlstate]
     message = str(error.args[0]) if error.args else type(error).__name__
-    message = _ARGUMENT.sub("invalid value: ", message)
+    message = shorten(_ARGUMENT.sub("invalid value: ", message))
     hint = getattr(error, "hint", None)
     if hint and sqlstate.startswith("PQ"):
         message = f"{message} ({hint})"
-    return shorten(message)
+    return message
 
 
 def shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:

@@ -14,7 +14,8 @@ from pgqueue.web.openapi import SAFE_INTEGER
 from service_publish.fields import Filter, Name, Offset, Start, Target, whole_numbers
 
 # Bounds the database's types set (sizes of text fields are settings, checked by the library).
-RetentionAge = Annotated[float, Field(gt=0, le=MAX_AGE_S)]
+# At least a millisecond: 5e-324 s would be a zero interval, which the database refuses.
+RetentionAge = Annotated[float, Field(ge=0.001, le=MAX_AGE_S)]
 Count = Annotated[int, Field(gt=0, lt=SAFE_INTEGER)]
 PayloadBytes = Annotated[int, Field(gt=0, le=2**31 - 1)]  # an integer column
 MAX_SEGMENT_SIZE = 10**12  # segment bounds (k + 1) * size stay far inside a bigint
