@@ -41,10 +41,12 @@ from pgqueue.models import (
     Topic,
     TopicStats,
 )
+from pgqueue.observer import Observer
 from pgqueue.publish import batch_args, batch_params, message_args, seconds
 from pgqueue.queries import QUERIES
 from pgqueue.settings import Settings
 from pgqueue.targets import parse_target
+from pgqueue.watch import IdleWatch
 
 Acked = Message | int
 POOL_NAME = "pgqueue-pool"  # application_name in pg_stat_activity
@@ -73,6 +75,8 @@ class Queue:
         self.outage = Outage()
         listener.on_reset(self._note_reset, listen=False)
         self._batcher = Batcher(self._send_batch)
+        self.idle_watch = IdleWatch(self)
+        self.observer = Observer()  # the servers set theirs, which counts for /metrics
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -112,6 +116,7 @@ class Queue:
         return cls(pool, listener, settings, owns_pool=owns_pool)
 
     async def close(self) -> None:
+        await self.idle_watch.close()
         await self.listener.close()
         if self._owns_pool:
             await self.pool.close()
@@ -207,8 +212,10 @@ class Queue:
         # A keyed publish waits while another open transaction holds the same key; batched,
         # it would hold up every message that happened to share its round trip.
         if self.settings.publish_batching and idempotency_key is None:
-            return await self._batcher.publish(args)
-        offset: int = await self._fetchval("publish_and_commit", *args)
+            offset = await self._batcher.publish(args)
+        else:
+            offset = await self._fetchval("publish_and_commit", *args)
+        self.observer.published(topic, 1)
         return offset
 
     async def publish_many(self, topic: str, messages: Sequence[Any]) -> list[int]:
@@ -217,6 +224,7 @@ class Queue:
             topic, messages, limit=self.settings.max_payload_bytes, limits=self.limits
         )
         offsets: list[int] = await self._fetchval("publish_batch_and_commit", *args)
+        self.observer.published(topic, len(offsets))
         return offsets
 
     async def _send_batch(self, topic: str, rows: list[tuple[Any, ...]]) -> list[int]:
@@ -283,7 +291,9 @@ class Queue:
             ephemeral,
             owner,
         )
-        return Subscriber.from_row(row)
+        created = Subscriber.from_row(row)
+        self.observer.subscribed(created)
+        return created
 
     async def alter_subscriber(
         self,
@@ -344,6 +354,7 @@ class Queue:
 
     async def unsubscribe(self, topic: str, name: str) -> None:
         await self._fetchval("delete_subscriber", topic, name)
+        self.observer.unsubscribed(topic, name)
 
     async def list_subscribers(self, topic: str | None = None) -> list[Subscriber]:
         return [Subscriber.from_row(r) for r in await self._fetch("list_subscribers", topic)]
@@ -381,6 +392,9 @@ class Queue:
             [m.lease_token for m in ack] if ack else None,
             consumer or DEFAULT_CONSUMER,
         )
+        if ack:
+            self.observer.acked(topic, subscriber, len(ack))
+        self.observer.claimed(topic, subscriber, len(rows))
         messages = []
         for row in rows:
             try:
@@ -416,6 +430,7 @@ class Queue:
         if not offsets:
             return []
         done: list[int] = await self._fetchval("ack", topic, subscriber, offsets, tokens)
+        self.observer.acked(topic, subscriber, len(done))
         if strict and len(done) < len(set(offsets)):
             lost = sorted(set(offsets) - set(done))
             raise LeaseLost(f"{topic}/{subscriber}: offsets {lost} are no longer leased to you")
@@ -454,6 +469,7 @@ class Queue:
         )
         if state == "lost":
             raise LeaseLost(f"{topic}/{subscriber}: offset {offset} is no longer leased to you")
+        self.observer.nacked(topic, subscriber, state)
         return state
 
     async def extend_lease(
@@ -607,6 +623,12 @@ class Queue:
         rows = await self._fetch("subscriber_stats", topic, subscriber)
         return [SubscriberStats.from_row(r) for r in rows]
 
+    async def subscribers_due(self, topic: str) -> dict[str, float | None]:
+        """Per subscriber of the topic: 0 when it has work now, else the seconds until a retry,
+        delayed message or lease falls due, or None; numbers in-transaction publishes first."""
+        rows = await self._fetch("subscribers_due", topic)
+        return {r["subscriber"]: r["seconds_until_due"] for r in rows}
+
     async def leases(self, topic: str, subscriber: str, *, limit: int = 1000) -> list[Lease]:
         """The subscriber's leases, live and run out, in offset order (who, since when)."""
         rows = await self._fetch("list_leases", topic, subscriber, limit)
@@ -621,8 +643,16 @@ class Queue:
     async def idle_wait(self, topic: str, subscriber: str, poll_interval: float) -> float:
         """How long an idle consumer may sleep: until the next retry, delayed message or lease
         expiry of the subscriber falls due, and never longer than poll_interval."""
+        due = await self.seconds_until_due(topic, subscriber)
+        return poll_interval if due is None else min(poll_interval, due)
+
+    async def seconds_until_due(self, topic: str, subscriber: str) -> float | None:
+        """Seconds until the subscriber's next retry, delayed message or lease expiry falls
+        due (0: now, or a claim has more of the log to look at); None when nothing is
+        pending."""
         due: float | None = await self._fetchval("seconds_until_due", topic, subscriber)
-        return poll_interval if due is None else min(poll_interval, due + 0.005)
+        # A little late rather than early: a claim a moment before the due time finds nothing.
+        return None if due is None else due + 0.005
 
     async def ping(self, within: float = 2.0) -> None:
         """Raises DatabaseUnavailable unless the database answers within that many seconds."""

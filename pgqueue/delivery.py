@@ -4,7 +4,8 @@ Between two batches every consumer does the same things, so they live here once:
 
 - the wake-up: a NOTIFY on the topic (through the Queue's listener), or a poke;
 - the claim, and the idle wait after an empty one: until the subscriber's next retry, delayed
-  message or lease expiry falls due, never longer than the poll interval;
+  message or lease expiry falls due, or until the process's shared check of the topic
+  (pgqueue.watch) sees work for the subscriber, which it looks for every poll interval;
 - the reset epoch: messages claimed before a reset are dropped, since the reset cleared their
   leases, and the owner hears of each reset once, from the listener or from a claim;
 - a database outage: the claim is retried with back-off (a reconnecting listener wakes it
@@ -66,12 +67,17 @@ class Claims:
         self.epoch = queue.reset_epoch(topic, subscriber) if epoch is None else epoch
         self._on_reset = on_reset
         self._waiter: contextlib.AbstractContextManager[asyncio.Event] | None = None
+        self._watching: contextlib.AbstractContextManager[None] | None = None
         self._wake = asyncio.Event()
         self._unregister: Callable[[], None] | None = None
 
     def __enter__(self) -> Claims:
         self._waiter = self.queue.listener.waiter(self.topic)
         self._wake = self._waiter.__enter__()
+        self._watching = self.queue.idle_watch.watching(
+            self.topic, self.subscriber, self.poll_interval, self._wake
+        )
+        self._watching.__enter__()
         self._unregister = self.queue.on_reset(self._heard)
         return self
 
@@ -83,6 +89,8 @@ class Claims:
     ) -> None:
         if self._unregister is not None:
             self._unregister()
+        if self._watching is not None:
+            self._watching.__exit__(None, None, None)
         if self._waiter is not None:
             self._waiter.__exit__(None, None, None)  # only unregisters: nothing to suppress
 
@@ -124,8 +132,10 @@ class Claims:
                     if acked is not None:
                         acked()
                 if not messages:
+                    # Until something falls due or a wake-up comes (a NOTIFY, a reset, the
+                    # shared check of pgqueue.watch): an idle consumer claims nothing per poll.
                     await self._wait(
-                        await self.queue.idle_wait(self.topic, self.subscriber, self.poll_interval)
+                        await self.queue.seconds_until_due(self.topic, self.subscriber)
                     )
                     continue
             except DatabaseUnavailable as error:
@@ -177,7 +187,7 @@ class Claims:
         if self._on_reset is not None:
             self._on_reset(epoch, position)
 
-    async def _wait(self, seconds: float) -> None:
+    async def _wait(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 

@@ -219,6 +219,7 @@ class SubscriberStats:
     expired: int  # leases that ran out, to be claimed again
     retrying: int
     dead: int
+    ephemeral: bool
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SubscriberStats:

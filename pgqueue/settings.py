@@ -122,5 +122,70 @@ class Settings(BaseSettings):
         default=".pgqueue/pgdata", description="Data directory of the embedded PostgreSQL."
     )
 
+    # -- transport: connections, HTTP heads and bodies, WebSockets, per-token rates ----------
+    http_max_header_bytes: int = Field(
+        default=32_768,
+        ge=1024,
+        description="Largest request head (URL and headers together); more is answered 431.",
+    )
+    http_max_headers: int = Field(
+        default=100, ge=1, description="Most header lines in one request; more is answered 431."
+    )
+    http_header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has from connecting (or from the first byte of a later "
+        "request) to the end of its request head; a slower one gets 408 and is disconnected.",
+    )
+    http_body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a client has from the end of a request head to the end of its "
+        "body; a slower one gets 408 (or, once answered, is disconnected).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections (HTTP and WebSocket) per server process; a request or "
+        "WebSocket handshake beyond it is answered 503.",
+    )
+    ws_max_connections: int = Field(
+        default=500,
+        ge=1,
+        description="Open WebSockets per server process; a handshake beyond it is answered 503.",
+    )
+    ws_max_per_token: int = Field(
+        default=100,
+        ge=1,
+        description="Open WebSockets per token (per client address when no tokens are "
+        "configured) and process; a handshake beyond it is answered 429.",
+    )
+    publish_rate: float = Field(
+        default=1000.0,
+        ge=0,
+        description="Publish calls per second per token (REST, batch, v1, WebSocket frame; a "
+        "batch counts once), per process; 0: no limit.",
+    )
+    publish_burst: int = Field(
+        default=2000, ge=1, description="Publish calls a token may make at once above the rate."
+    )
+    admin_rate: float = Field(
+        default=50.0,
+        ge=0,
+        description="Admin calls (topics, subscribers, reset, dead letters, WebSocket seek) "
+        "per second per token, per process; 0: no limit.",
+    )
+    admin_burst: int = Field(
+        default=200, ge=1, description="Admin calls a token may make at once above the rate."
+    )
+
+    # -- metrics
+    metrics_cache: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds a /metrics scrape reuses the database statistics the one before "
+        "read (0: every scrape reads them).",
+    )
+
     def dsn(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None

@@ -12,6 +12,7 @@ from pgqueue.errors import SubscriberNotFound, TopicNotFound
 from pgqueue.web.auth import READ, require
 from pgqueue.web.bodies import JsonRoute
 from pgqueue.web.openapi import SAFE_INTEGER
+from pgqueue.web.rates import rate_limit
 from pgqueue.web.state import QueueDep
 from service_publish.schemas import (
     BatchIn,
@@ -37,8 +38,8 @@ from service_publish.schemas import (
 
 router = APIRouter(route_class=JsonRoute)
 Read = [Depends(require(READ))]
-Admin = [Depends(require("admin"))]
-Publish = [Depends(require("publish"))]
+Admin = [Depends(require("admin")), Depends(rate_limit("admin"))]
+Publish = [Depends(require("publish")), Depends(rate_limit("publish"))]
 NO_CONTENT = Response(status_code=204)
 
 

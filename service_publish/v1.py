@@ -23,6 +23,7 @@ from pgqueue.errors import shorten
 from pgqueue.targets import BIGINT_MAX
 from pgqueue.web.auth import READ, require
 from pgqueue.web.bodies import loads
+from pgqueue.web.rates import rate_limit
 from pgqueue.web.state import QueueDep
 
 router = APIRouter(tags=["v1 (seed-compatible)"])
@@ -95,12 +96,21 @@ def _route(path: str, methods: list[str], scope: str) -> Callable[[Handler], Han
             path,
             endpoint,
             methods=methods,
-            dependencies=[Depends(require(scope))],
+            dependencies=[Depends(require(scope)), *_rate_limited(scope)],
             response_class=JSONResponse,
         )
         return handler
 
     return register
+
+
+def _rate_limited(scope: str) -> list[Any]:
+    """Publish and admin calls count against the caller's rates (pgqueue.web.rates)."""
+    if scope == "publish":
+        return [Depends(rate_limit("publish"))]
+    if scope == "admin":
+        return [Depends(rate_limit("admin"))]
+    return []
 
 
 def _required(params: Params, name: str) -> Any:

@@ -28,6 +28,7 @@ from pgqueue.settings import Settings
 from pgqueue.web.bodies import loads
 from pgqueue.web.errors import told
 from pgqueue.web.incidents import CLOSE_INTERNAL, DETAIL, incident
+from pgqueue.web.rates import frame_refusal
 from pgqueue.web.state import consumer_name
 from service_subscribe.frames import (
     CLIENT_FRAME,
@@ -268,6 +269,9 @@ class Session:
         elif isinstance(frame, Nack):
             await self._nack(frame)
         elif isinstance(frame, Seek):
+            if refusal := frame_refusal(self.websocket, "admin"):
+                await self._error("rate_limited", refusal)
+                return
             # The reset's notification comes back to every connection of the subscriber,
             # this one included, and brings the `reset` frame.
             await self.queue.reset(self.topic, subscriber=self.subscriber, to=frame.to)
@@ -319,6 +323,9 @@ class Session:
     async def _publish(self, frame: Publish) -> None:
         if not self.may_publish:
             await self._error("forbidden", "this token lacks the 'publish' scope")
+            return
+        if refusal := frame_refusal(self.websocket, "publish"):
+            await self._error("rate_limited", {**refusal, "ref": frame.ref})
             return
         topic = frame.topic or self.topic
         offset = await self.queue.publish(

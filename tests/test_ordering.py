@@ -183,3 +183,33 @@ async def test_offsets_follow_commit_order_across_sessions(
     finally:
         await early.close()
         await late.close()
+
+
+async def test_after_a_restore_into_another_cluster_in_transaction_publishes_get_offsets(
+    queue: pgqueue.Queue, conn: asyncpg.Connection
+) -> None:
+    """A logical restore keeps the old cluster's transaction ids in the log's round snapshots
+    and in pending rows; pgqueue.after_restore() lets rounds number them again."""
+    await queue.create_topic("t")
+    await queue.publish("t", "before")  # a round records its snapshot on the last row
+    async with conn.transaction():
+        [message_id] = await pgqueue.publish_many(conn, "t", ["restored"])
+    # As the restored rows look to the new cluster: ids from far ahead of its counter.
+    await conn.execute(
+        """
+        UPDATE pgqueue.pending
+           SET xid = (pg_current_xact_id()::text::bigint + 1000000)::text::xid8;
+        UPDATE pgqueue.message
+           SET round_snapshot = ((pg_current_xact_id()::text::bigint + 1000000) || ':'
+                                 || (pg_current_xact_id()::text::bigint + 1000000) || ':')
+                                ::pg_snapshot
+         WHERE round_snapshot IS NOT NULL
+        """
+    )
+    await queue.assign("t")
+    assert await queue.message_offsets("t", [message_id]) == [None]
+
+    await conn.execute("SELECT pgqueue.after_restore()")
+    await queue.assign("t")
+    assert await queue.message_offsets("t", [message_id]) == [2]
+    assert [m.payload for m in await queue.read("t")] == ["before", "restored"]

@@ -379,3 +379,18 @@ async def test_leases_show_who_holds_what_since_when_and_stats_tell_live_from_ru
     await queue.ack("t", "s", [again, *await queue.claim("t", "s", 1, consumer="w")])
     [stats] = await queue.subscriber_stats("t", "s")
     assert (stats.lag, stats.in_flight, stats.expired) == (4, 2, 0)
+
+
+async def test_subscribers_due_says_who_has_work_now_later_or_never(queue: pgqueue.Queue) -> None:
+    await queue.create_topic("t")
+    await queue.subscribe("t", "idle")
+    await queue.subscribe("t", "busy", start="earliest")
+    assert await queue.subscribers_due("t") == {"busy": None, "idle": None}
+    await queue.publish("t", 1)
+    assert await queue.subscribers_due("t") == {"busy": 0, "idle": 0}
+    [message] = await queue.claim("t", "busy", 1)
+    [_] = await queue.claim("t", "idle", 1)
+    await queue.nack(message, delay=60)
+    due = await queue.subscribers_due("t")
+    assert due["idle"] is not None and 0 < due["idle"] <= 30  # its lease falls due
+    assert due["busy"] is not None and 30 < due["busy"] <= 60  # its retry falls due

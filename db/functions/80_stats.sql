@@ -58,7 +58,8 @@ RETURNS TABLE (
     in_flight bigint,
     expired bigint,
     retrying bigint,
-    dead bigint
+    dead bigint,
+    ephemeral boolean
 )
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -81,7 +82,8 @@ BEGIN
                  WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id
                    AND d.state = 'retry'),
                (SELECT count(*) FROM pgqueue.dead_letter d
-                 WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id)
+                 WHERE d.topic_id = s.topic_id AND d.subscriber_id = s.subscriber_id),
+               s.ephemeral
           FROM pgqueue.subscriber s
           JOIN pgqueue.topic t ON t.topic_id = s.topic_id
          CROSS JOIN LATERAL (

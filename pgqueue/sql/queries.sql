@@ -105,6 +105,9 @@ SELECT * FROM pgqueue.topic_stats($1::text)
 -- name: subscriber_stats
 SELECT * FROM pgqueue.subscriber_stats($1::text, $2::text)
 
+-- name: subscribers_due
+SELECT * FROM pgqueue.subscribers_due($1::text, true)
+
 -- name: list_leases
 SELECT * FROM pgqueue.list_leases($1::text, $2::text, $3::integer)
 

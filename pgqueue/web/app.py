@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from starlette.requests import ClientDisconnect
 
 from pgqueue.settings import Settings
-from pgqueue.web import errors, methods, openapi
+from pgqueue.web import errors, methods, metrics, openapi, rates
+from pgqueue.web.caps import WebSocketCaps
 from pgqueue.web.incidents import CatchAll
 from pgqueue.web.limits import BodyLimit
 from pgqueue.web.state import queue_lifespan
@@ -19,7 +21,8 @@ def operation_id(route: APIRoute) -> str:
 
 
 def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
-    """A FastAPI app whose lifespan opens the Queue, with our error handlers and body limit.
+    """A FastAPI app whose lifespan opens the Queue, with our error handlers, body limit,
+    per-caller rates and WebSocket caps.
 
     Swagger UI (/docs) and ReDoc (/redoc) load their scripts from this server, not a CDN, so
     they work offline.
@@ -36,9 +39,19 @@ def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     app.state.settings = settings
     app.state.queue = None
     errors.install(app)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    rates.install(app, settings)
     methods.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(WebSocketCaps, settings=settings)
+    metrics.install(app)
     # Added last, so it is the outermost: it also covers the middleware above.
     app.add_middleware(CatchAll)
     return app
+
+
+async def _client_gone(_request: Request, _error: Exception) -> Response:
+    """The client left, or was cut off (pgqueue.web.protocol's body deadline), before its
+    body arrived: not an error of ours, and nobody reads the answer."""
+    return Response(status_code=400)

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from pgqueue.migrate import RUNTIME_ROLE, as_role
 from pgqueue.settings import Settings
 from pgqueue.web.combined import create_app
+from pgqueue.web.serve import uvicorn_config
 
 
 @dataclass
@@ -37,12 +38,12 @@ def free_port() -> int:
 def serving(settings: Settings, app: FastAPI | None = None) -> Iterator[RunningServer]:
     """The combined app of these settings (or `app`) in a uvicorn server of its own."""
     port = free_port()
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app or create_app(settings),
+        settings,
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        ws_max_size=settings.ws_max_frame_bytes,
         lifespan="on",
     )
     server = uvicorn.Server(config)

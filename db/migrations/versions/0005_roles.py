@@ -16,6 +16,10 @@ Create Date: 2026-12-03
 - For operators (issue 10): a lease records its consumer and since when (claim's new
   `consumer` argument), `list_leases` shows them, and subscriber_stats tells live leases from
   run-out ones and gives the lag in seconds.
+- after_restore: in-transaction publishes get offsets again after a logical restore into
+  another cluster (the log's round snapshots counted the old cluster's transactions).
+- subscribers_due: one cheap call per topic tells a process's idle consumers which
+  subscribers have work, instead of each consumer claiming every poll interval.
 
 Roles belong to the cluster, not the database: they are created once and kept by downgrade,
 since other databases of the cluster may use them. Migrating needs a superuser or a role with
@@ -36,6 +40,8 @@ ADDED = (
     "pgqueue._publish_direct(text, jsonb[], jsonb[], text[], text[], interval[], text[], text[])",
     "pgqueue._assign_now(text)",
     "pgqueue.list_leases(text, text, integer)",
+    "pgqueue.subscribers_due(text, boolean)",
+    "pgqueue.after_restore()",
 )
 # Changed arguments or results: dropped, then created from the frozen files.
 REPLACED = (

@@ -546,3 +546,45 @@ BEGIN
          LIMIT greatest(max_rows, 0);
 END
 $$;
+
+-- For a process whose consumers of a topic are idle: which subscribers have work now (0), or
+-- in how many seconds (a retry, a delayed message or a lease falls due), or none (NULL). One
+-- call per topic and poll interval serves every idle consumer of the process, where each
+-- consumer claiming on its own cost a commit per interval. assign: as for claim, numbers
+-- committed in-transaction publishes first (pass true only where the call commits at once).
+CREATE OR REPLACE FUNCTION pgqueue.subscribers_due(topic text, assign boolean DEFAULT NULL)
+RETURNS TABLE (subscriber text, seconds_until_due double precision)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    t pgqueue.topic := pgqueue._find_topic(topic);
+    last_off bigint;
+BEGIN
+    IF pgqueue._may_assign(assign) THEN
+        PERFORM pgqueue._assign(t, false);
+    END IF;
+    last_off := pgqueue._last_offset(t.topic_id);
+    RETURN QUERY
+        SELECT s.name,
+               CASE WHEN s.cursor < last_off THEN 0::double precision
+                    -- (greatest() would turn a NULL, nothing due, into 0)
+                    WHEN d.due_at IS NOT NULL
+                    THEN greatest(extract(epoch FROM d.due_at - clock_timestamp()), 0)
+               END
+          FROM pgqueue.subscriber s
+          LEFT JOIN LATERAL (
+               SELECT x.due_at FROM pgqueue.delivery x
+                WHERE x.topic_id = s.topic_id AND x.subscriber_id = s.subscriber_id
+                  -- Always true; lets the partial index delivery_due serve this.
+                  AND x.due_at > '-infinity'
+                ORDER BY x.due_at LIMIT 1) d ON true
+         WHERE s.topic_id = t.topic_id
+         ORDER BY s.name;
+END
+$$;

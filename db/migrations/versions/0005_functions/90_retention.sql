@@ -147,3 +147,23 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- After a logical restore (pg_dump, then psql or pg_restore) into another cluster. The round
+-- snapshots recorded in the log and the transaction ids of pending publishes count the old
+-- cluster's transactions, which the new one has not reached: its rounds would wait for them
+-- for good, and in-transaction publishes would never get offsets. A dump holds only committed
+-- rows, so every pending row is committed; forget the old snapshots and date the pending rows
+-- in the past. Run once, as the owner or a superuser, before the restored database serves.
+-- Not granted to pgqueue_runtime: on a live database it would renumber nothing but could let
+-- a round overtake a publish still in progress.
+CREATE OR REPLACE FUNCTION pgqueue.after_restore()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+    UPDATE pgqueue.message SET round_snapshot = NULL WHERE round_snapshot IS NOT NULL;
+    UPDATE pgqueue.pending SET xid = '3'::xid8
+     WHERE xid >= pg_snapshot_xmax(pg_current_snapshot());
+END
+$$;

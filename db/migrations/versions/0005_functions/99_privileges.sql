@@ -7,6 +7,7 @@
 -- the three the API procedures call as their caller (a procedure that COMMITs can be neither
 -- SECURITY DEFINER nor pin its search_path) and two pure helpers the library calls
 -- (_jsonb_elements splits a batch sent as one JSON array; _lock_class names a lock class).
+-- after_restore is for the owner only (see db/functions/90_retention.sql).
 REVOKE ALL ON ALL ROUTINES IN SCHEMA pgqueue FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgqueue TO pgqueue_runtime;
 
@@ -17,7 +18,7 @@ BEGIN
     FOR routine IN
         SELECT p.oid FROM pg_catalog.pg_proc p
          WHERE p.pronamespace = 'pgqueue'::regnamespace
-           AND (p.proname !~ '^_'
+           AND ((p.proname !~ '^_' AND p.proname <> 'after_restore')
                 OR p.proname IN ('_publish_direct', '_assign_now', '_flush_at_commit',
                                 '_jsonb_elements', '_lock_class'))
     LOOP
