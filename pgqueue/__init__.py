@@ -5,12 +5,14 @@ from __future__ import annotations
 from pgqueue.client import Queue, connect
 from pgqueue.errors import (
     DatabaseUnavailable,
+    FieldTooLarge,
     InvalidArgument,
     InvalidFilter,
     InvalidName,
     InvalidPayload,
     InvalidPosition,
     LeaseLost,
+    LimitReached,
     PayloadTooLarge,
     PgQueueError,
     SchemaMismatch,
@@ -40,6 +42,7 @@ from pgqueue.settings import Settings
 __all__ = [
     "DatabaseUnavailable",
     "DeadLetter",
+    "FieldTooLarge",
     "InvalidArgument",
     "InvalidFilter",
     "InvalidName",
@@ -47,6 +50,7 @@ __all__ = [
     "InvalidPosition",
     "Lease",
     "LeaseLost",
+    "LimitReached",
     "Message",
     "PayloadTooLarge",
     "PgQueueError",

@@ -582,7 +582,7 @@ def subscribers_create(
         lambda q: q.subscribe(
             topic,
             name,
-            start=int(start) if start.isdigit() else start,
+            start=start,
             filter=parsed,
             max_attempts=max_attempts,
         ),
@@ -613,9 +613,9 @@ def reset(
     as_json: AsJson = False,
 ) -> None:
     """Move subscribers to a new position, online: a preview unless --execute."""
-    target: int | str = int(to) if to.isdigit() else to
+    # Text as given: the library reads offsets from ASCII digits only (not "١٢").
     results = with_queue(
-        dsn, lambda q: q.reset(topic, to=target, subscriber=subscriber, dry_run=not execute)
+        dsn, lambda q: q.reset(topic, to=to, subscriber=subscriber, dry_run=not execute)
     )
     rows = [
         {**record(r), "old position": r.old_position, "new position": r.new_position}

@@ -22,12 +22,14 @@ from pgqueue.errors import (
     InvalidArgument,
     InvalidFilter,
     LeaseLost,
+    LimitReached,
     PgQueueError,
     SchemaMismatch,
     SubscriberExists,
     TopicExists,
     translated,
 )
+from pgqueue.limits import MAX_DEPTH, FieldLimits, depth_over
 from pgqueue.listener import Listener, ResetHandler
 from pgqueue.models import (
     DeadLetter,
@@ -69,6 +71,7 @@ class Queue:
         self.pool = pool
         self.listener = listener
         self.settings = settings
+        self.limits = FieldLimits.of(settings)
         self._owns_pool = owns_pool
         self._reset_epochs: dict[tuple[str, str], int] = {}
         self.outage = Outage()
@@ -139,8 +142,12 @@ class Queue:
     ) -> Topic:
         """segment_size: offsets per log partition, the unit retention removes (default
         1,000,000; fixed for the topic's life). With exist_ok, an existing topic of that
-        name is returned as it is (its settings unchanged) instead of raising TopicExists."""
+        name is returned as it is (its settings unchanged) instead of raising TopicExists.
+
+        Raises LimitReached when the database holds settings.max_topics topics already."""
+        self.limits.check_text("description", description)
         try:
+            await self._check_topic_cap()
             row = await self._fetchrow(
                 "create_topic",
                 name,
@@ -151,7 +158,7 @@ class Queue:
                 dedup_window or timedelta(days=1),
                 segment_size,
             )
-        except TopicExists:
+        except (TopicExists, LimitReached):
             existing = await self.list_topics(name) if exist_ok else []
             if not existing:  # not asked for, or deleted again in between
                 raise
@@ -169,6 +176,7 @@ class Queue:
         dedup_window: timedelta | None = None,
         clear_retention: bool = False,
     ) -> Topic:
+        self.limits.check_text("description", description)
         row = await self._fetchrow(
             "alter_topic",
             name,
@@ -212,6 +220,7 @@ class Queue:
             correlation_id=correlation_id,
             reply_to=reply_to,
             limit=self.settings.max_payload_bytes,
+            limits=self.limits,
         )
         # A keyed publish waits while another open transaction holds the same key; batched,
         # it would hold up every message that happened to share its round trip.
@@ -224,7 +233,9 @@ class Queue:
 
     async def publish_many(self, topic: str, messages: Sequence[Any]) -> list[int]:
         """Publishes and commits a batch (payloads, or mappings with "payload" and options)."""
-        args = batch_args(topic, messages, limit=self.settings.max_payload_bytes)
+        args = batch_args(
+            topic, messages, limit=self.settings.max_payload_bytes, limits=self.limits
+        )
         offsets: list[int] = await self._fetchval("publish_batch_and_commit", *args)
         self.observer.published(topic, len(offsets))
         return offsets
@@ -269,8 +280,11 @@ class Queue:
         An ephemeral one belongs to this Queue: if the process dies without removing it,
         remove_orphans() takes it away once this Queue's listener connection is gone.
         With exist_ok, an existing subscriber of that name is returned as it is (position
-        and settings unchanged) instead of raising SubscriberExists."""
+        and settings unchanged) instead of raising SubscriberExists.
+        A durable one raises LimitReached when the topic has settings.max_subscribers_per_topic
+        durable subscribers already."""
         target = parse_target(start)
+        filter_json = self._filter_json(filter)
         owner = None
         if ephemeral:
             await self.listener.listen()  # the owner lock is held from here on
@@ -278,6 +292,8 @@ class Queue:
         if target.shift is not None or target.ago is not None:
             raise InvalidArgument("a subscriber starts at earliest, latest, an offset or a time")
         try:
+            if not ephemeral:
+                await self._check_subscriber_cap(topic)
             row = await self._fetchrow(
                 "create_subscriber",
                 topic,
@@ -285,14 +301,14 @@ class Queue:
                 target.edge,
                 target.offset,
                 target.time,
-                _filter_json(filter),
+                filter_json,
                 max_attempts,
                 seconds(backoff),
                 seconds(max_backoff),
                 ephemeral,
                 owner,
             )
-        except SubscriberExists:
+        except (SubscriberExists, LimitReached):
             existing = [s for s in await self.list_subscribers(topic) if s.name == name]
             if not exist_ok or not existing:
                 raise
@@ -316,13 +332,47 @@ class Queue:
             "alter_subscriber",
             topic,
             name,
-            _filter_json(filter),
+            self._filter_json(filter),
             max_attempts,
             seconds(backoff),
             seconds(max_backoff),
             clear_filter,
         )
         return Subscriber.from_row(row)
+
+    def _filter_json(self, filter: Mapping[str, Any] | None) -> str | None:
+        if filter is None:
+            return None
+        if not isinstance(filter, Mapping):
+            raise InvalidFilter("a filter is an object with payload, headers and/or match")
+        if not filter:
+            return None
+        text = encode(dict(filter), what="filter")
+        self.limits.check_text("filter", text)
+        if depth_over(filter):
+            raise InvalidFilter(f"a filter is nested at most {MAX_DEPTH} levels deep")
+        return text
+
+    async def _check_topic_cap(self) -> None:
+        # Checked before the insert, not under a lock: concurrent creations may pass the cap
+        # by a few (the SQL function is to check it under the lock it takes).
+        cap = self.settings.max_topics
+        if cap and len(await self.list_topics()) >= cap:
+            raise LimitReached(
+                f"the database holds {cap} topics, the most allowed (PGQUEUE_MAX_TOPICS); "
+                "delete unused topics first"
+            )
+
+    async def _check_subscriber_cap(self, topic: str) -> None:
+        cap = self.settings.max_subscribers_per_topic
+        if not cap:
+            return
+        durable = [s for s in await self.list_subscribers(topic) if not s.ephemeral]
+        if len(durable) >= cap:
+            raise LimitReached(
+                f"topic {topic!r} has {cap} durable subscribers, the most allowed "
+                "(PGQUEUE_MAX_SUBSCRIBERS_PER_TOPIC); delete unused ones first"
+            )
 
     async def unsubscribe(self, topic: str, name: str) -> None:
         await self._fetchval("delete_subscriber", topic, name)
@@ -690,14 +740,6 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     The library never LISTENs, takes session locks or sets session settings on pool
     connections (only SET LOCAL), so asyncpg's default reset query is pure overhead.
     """
-
-
-def _filter_json(filter: Mapping[str, Any] | None) -> str | None:
-    if filter is None:
-        return None
-    if not isinstance(filter, Mapping):
-        raise InvalidFilter("a filter is an object with payload, headers and/or match")
-    return encode(dict(filter), what="filter") if filter else None
 
 
 def _offsets_and_tokens(

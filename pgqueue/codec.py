@@ -1,8 +1,8 @@
 """JSON at the library's edge: checked before it reaches the database.
 
-PostgreSQL's jsonb has no NaN or Infinity and no \\u0000, and the topic has a size limit; a
-payload that breaks one of these is refused here with InvalidPayload or PayloadTooLarge rather
-than as a driver error halfway through a batch.
+PostgreSQL's jsonb has no NaN or Infinity, no \\u0000 and no lone surrogates, and the topic has
+a size limit; a payload that breaks one of these is refused here with InvalidPayload or
+PayloadTooLarge rather than as a driver error halfway through a batch.
 """
 
 from __future__ import annotations
@@ -33,11 +33,20 @@ def encode(value: Any, *, limit: int | None = None, what: str = "payload") -> st
         raise InvalidPayload(f"{what} is nested more than 99 levels deep") from error
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise InvalidPayload(f"{what} contains \\u0000, which PostgreSQL cannot store")
-    if limit is not None:
-        size = len(text.encode("utf-8"))
-        if size > limit:
-            raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {limit}")
+    size = _utf8_size(text, what)
+    if limit is not None and size > limit:
+        raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {limit}")
     return text
+
+
+def _utf8_size(text: str, what: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        # A lone surrogate ("\\ud800" in the JSON a client sent): not Unicode text at all.
+        raise InvalidPayload(
+            f"{what} contains a lone surrogate ({text[error.start]!r}), which is not valid Unicode"
+        ) from error
 
 
 def encode_array(values: Sequence[Any], *, limit: int | None = None) -> str:
@@ -51,13 +60,18 @@ def encode_array(values: Sequence[Any], *, limit: int | None = None) -> str:
         text: str | None = _ENCODER.encode(list(values))
     except (ValueError, TypeError, RecursionError):
         text = None
-    if (
-        text is None
-        or ("\\u0000" in text and _NUL_ESCAPE.search(text))
-        or (limit is not None and len(text.encode("utf-8")) > limit)
-    ):
+    if text is None or ("\\u0000" in text and _NUL_ESCAPE.search(text)) or not _fits(text, limit):
         return join_array([encode(value, limit=limit) for value in values])
     return text
+
+
+def _fits(text: str, limit: int | None) -> bool:
+    """Whether text is storable Unicode of at most `limit` UTF-8 bytes."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return limit is None or size <= limit
 
 
 def join_array(texts: Sequence[str]) -> str:
@@ -66,7 +80,7 @@ def join_array(texts: Sequence[str]) -> str:
 
 
 def encode_headers(headers: Mapping[str, str] | None) -> str:
-    """JSON text for headers: an object whose values are strings."""
+    """JSON text for headers: an object whose values are strings (so nested one level only)."""
     if not headers:
         return "{}"
     if not isinstance(headers, Mapping) or not all(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import asyncpg
@@ -40,6 +41,18 @@ class InvalidArgument(PgQueueError):
 
 class PayloadTooLarge(PgQueueError):
     code = "payload_too_large"
+
+
+class FieldTooLarge(PayloadTooLarge):
+    """A message's headers, key or ids, a description or a filter is over its size limit."""
+
+    code = "field_too_large"
+
+
+class LimitReached(PgQueueError):
+    """Creating one more topic or subscriber would pass the deployment's cap."""
+
+    code = "limit_reached"
 
 
 class InvalidPayload(PgQueueError):
@@ -101,11 +114,25 @@ _BY_SQLSTATE: dict[str, type[PgQueueError]] = {
     "22007": InvalidArgument,  # bad datetime
     "22008": InvalidArgument,  # datetime out of range
     "22023": InvalidArgument,  # invalid parameter value
+    "54000": InvalidArgument,  # a value too large for an index (program_limit_exceeded)
 }
+
+# Details longer than this are cut: an error that quotes a 15 MB name helps nobody.
+MAX_DETAIL_CHARS = 500
+# The text of errors whose PostgreSQL message may name tables, indexes or constraints.
+_PLAIN: dict[str, str] = {
+    "54000": "a value is too large for the database to index; use a shorter one",
+}
+# asyncpg's own refusal of an argument: 'invalid input for query argument $3: 99... (...)'.
+_ARGUMENT = re.compile(r"^invalid input for query argument \$\d+(?: in element #\d+ of .*?)?: ")
 
 
 def translate(error: asyncpg.PostgresError) -> PgQueueError:
-    """The PgQueueError for a database error (the original is kept as __cause__)."""
+    """The PgQueueError for a database error (the original is kept as __cause__).
+
+    Its text is what a client may see: the primary message only, never PostgreSQL's DETAIL
+    or HINT (they name indexes, relations and rows), and our own hint for our own errors.
+    """
     sqlstate = getattr(error, "sqlstate", "") or ""
     kind = _BY_SQLSTATE.get(sqlstate)
     if kind is None and sqlstate[:2] in ("08", "57"):
@@ -113,8 +140,25 @@ def translate(error: asyncpg.PostgresError) -> PgQueueError:
     if kind is None and isinstance(error, asyncpg.DataError):
         kind = InvalidArgument  # class 22, or refused by the driver before sending
     if kind is None:
-        return PgQueueError(str(error))
-    return kind(str(error))
+        # Unexpected: the services answer it as an internal error (pgqueue.web.errors.told).
+        kind = PgQueueError
+    return kind(_detail(error, sqlstate))
+
+
+def _detail(error: asyncpg.PostgresError, sqlstate: str) -> str:
+    if sqlstate in _PLAIN:
+        return _PLAIN[sqlstate]
+    message = str(error.args[0]) if error.args else type(error).__name__
+    message = shorten(_ARGUMENT.sub("invalid value: ", message))
+    hint = getattr(error, "hint", None)
+    if hint and sqlstate.startswith("PQ"):
+        message = f"{message} ({hint})"
+    return message
+
+
+def shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """text, cut to about `limit` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @contextlib.contextmanager

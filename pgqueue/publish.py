@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 
 from pgqueue.codec import encode, encode_array, encode_headers
-from pgqueue.errors import InvalidArgument, translated
+from pgqueue.errors import InvalidArgument, PgQueueError, translated
+from pgqueue.limits import DEFAULT_LIMITS, FieldLimits
 from pgqueue.queries import QUERIES
 from pgqueue.settings import Settings
 
@@ -51,11 +52,19 @@ def option_args(
     delay: timedelta | float | None,
     correlation_id: str | None,
     reply_to: str | None,
+    *,
+    limits: FieldLimits = DEFAULT_LIMITS,
 ) -> tuple[Any, ...]:
     """A message's options as query parameters, checked, in OPTIONS order. Absent headers go
     as NULL, which the SQL stores as {}."""
+    limits.check_text("key", key)
+    limits.check_text("idempotency_key", idempotency_key)
+    limits.check_text("correlation_id", correlation_id)
+    limits.check_text("reply_to", reply_to)
+    headers_json = encode_headers(headers) if headers else None
+    limits.check_text("headers", headers_json)
     return (
-        encode_headers(headers) if headers else None,
+        headers_json,
         key,
         idempotency_key,
         seconds(delay),
@@ -75,9 +84,12 @@ def message_args(
     correlation_id: str | None,
     reply_to: str | None,
     limit: int,
+    limits: FieldLimits = DEFAULT_LIMITS,
 ) -> tuple[Any, ...]:
     """The parameters of the publish queries for one message, checked."""
-    options = option_args(headers, key, idempotency_key, delay, correlation_id, reply_to)
+    options = option_args(
+        headers, key, idempotency_key, delay, correlation_id, reply_to, limits=limits
+    )
     return (topic, encode(payload, limit=limit), *options)
 
 
@@ -90,7 +102,9 @@ def batch_params(
     return (topic, payloads, *[c if any(v is not None for v in c) else None for c in columns])
 
 
-def batch_args(topic: str, messages: Sequence[Any], *, limit: int) -> tuple[Any, ...]:
+def batch_args(
+    topic: str, messages: Sequence[Any], *, limit: int, limits: FieldLimits = DEFAULT_LIMITS
+) -> tuple[Any, ...]:
     """Parameters of the batch queries. Each message is a payload, or a mapping with "payload"
     and any of headers, key, idempotency_key, delay, correlation_id, reply_to."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
@@ -106,7 +120,11 @@ def batch_args(topic: str, messages: Sequence[Any], *, limit: int) -> tuple[Any,
         if unknown:
             raise InvalidArgument(f"message {index + 1}: unknown fields {sorted(unknown)}")
         payloads.append(spec["payload"])
-        option_rows.append(option_args(*(spec.get(name) for name in OPTIONS)))
+        try:
+            options = [spec.get(name) for name in OPTIONS]
+            option_rows.append(option_args(*options, limits=limits))
+        except PgQueueError as error:
+            raise type(error)(f"message {index + 1}: {error}") from error
     return batch_params(topic, encode_array(payloads, limit=limit), option_rows)
 
 
@@ -122,8 +140,11 @@ async def publish(
     correlation_id: str | None = None,
     reply_to: str | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    limits: FieldLimits = DEFAULT_LIMITS,
 ) -> int:
-    """Publishes inside the connection's current transaction; returns the message id."""
+    """Publishes inside the connection's current transaction; returns the message id.
+
+    limits: the sizes of headers, key and ids (default: the default settings')."""
     args = message_args(
         topic,
         payload,
@@ -134,6 +155,7 @@ async def publish(
         correlation_id=correlation_id,
         reply_to=reply_to,
         limit=max_payload_bytes,
+        limits=limits,
     )
     with translated():
         message_id: int = await conn.fetchval(QUERIES["publish"], *args)
@@ -146,9 +168,10 @@ async def publish_many(
     messages: Sequence[Any],
     *,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    limits: FieldLimits = DEFAULT_LIMITS,
 ) -> list[int]:
     """Publishes a batch inside the connection's current transaction; returns message ids."""
-    args = batch_args(topic, messages, limit=max_payload_bytes)
+    args = batch_args(topic, messages, limit=max_payload_bytes, limits=limits)
     with translated():
         ids: list[int] = await conn.fetchval(QUERIES["publish_batch"], *args)
     return ids

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pgqueue.limits import DEFAULT_LIMITS, MAX_INDEXED_BYTES
+
 # "subscribe" is the old name of "consume", still accepted.
 ScopeName = Literal["publish", "consume", "subscribe", "admin"]
 
@@ -54,6 +56,43 @@ class Settings(BaseSettings):
     publish_batching: bool = Field(
         default=True,
         description="Concurrent Queue.publish calls to one topic share a round trip.",
+    )
+
+    # -- input limits (sizes in UTF-8 bytes; see pgqueue.limits) ------------------------
+    max_headers_bytes: int = Field(
+        default=DEFAULT_LIMITS.headers,
+        gt=0,
+        description="Largest total size of a message's headers.",
+    )
+    max_key_bytes: int = Field(default=DEFAULT_LIMITS.key, gt=0, description="Largest message key.")
+    max_idempotency_key_bytes: int = Field(
+        default=DEFAULT_LIMITS.idempotency_key,
+        gt=0,
+        le=MAX_INDEXED_BYTES,
+        description=f"Largest idempotency key (at most {MAX_INDEXED_BYTES}: it is indexed).",
+    )
+    max_correlation_id_bytes: int = Field(
+        default=DEFAULT_LIMITS.correlation_id, gt=0, description="Largest correlation id."
+    )
+    max_reply_to_bytes: int = Field(
+        default=DEFAULT_LIMITS.reply_to, gt=0, description="Largest reply_to."
+    )
+    max_description_bytes: int = Field(
+        default=DEFAULT_LIMITS.description, gt=0, description="Largest topic description."
+    )
+    max_filter_bytes: int = Field(
+        default=DEFAULT_LIMITS.filter,
+        gt=0,
+        description="Largest subscriber filter (its JSON text).",
+    )
+    max_topics: int = Field(
+        default=1000, ge=0, description="Most topics the database may hold (0: no cap)."
+    )
+    max_subscribers_per_topic: int = Field(
+        default=100,
+        ge=0,
+        description="Most durable subscribers one topic may have (0: no cap). Ephemeral "
+        "WebSocket subscribers do not count: they end with their connection.",
     )
 
     # -- database roles

@@ -232,7 +232,7 @@ class Shell:
         created = await self.queue.subscribe(
             topic,
             name or f"shell-{uuid.uuid4().hex[:8]}",
-            start=int(start) if start.isdigit() else start,
+            start=start,
         )
         self.say(f"subscribed {created.name} to {topic} at position {created.position}")
 

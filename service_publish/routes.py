@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from pgqueue.errors import SubscriberNotFound, TopicNotFound
 from pgqueue.web.auth import ADMIN, CONSUME, PUBLISH, SEE, CallerDep, on_topic
+from pgqueue.web.bodies import JsonRoute
 from pgqueue.web.openapi import SAFE_INTEGER
 from pgqueue.web.rates import rate_limit
 from pgqueue.web.state import QueueDep
@@ -35,7 +36,7 @@ from service_publish.schemas import (
     TopicPatch,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 # Each route holds a scope on the {topic} it acts on; routes without one check in the body.
 # Publish and admin calls also count against the caller's rates (pgqueue.web.rates).
 Sees = [Depends(on_topic(SEE))]

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 import pgqueue
 from pgqueue.publish import is_spec
+from pgqueue.web.fields import MAX_AGE_S, YEAR_MS
+from pgqueue.web.openapi import SAFE_INTEGER
 from service_publish.fields import Filter, Name, Offset, Start, Target, whole_numbers
+
+# Bounds the database's types set (sizes of text fields are settings, checked by the library).
+# At least a millisecond: 5e-324 s would be a zero interval, which the database refuses.
+RetentionAge = Annotated[float, Field(ge=0.001, le=MAX_AGE_S)]
+Count = Annotated[int, Field(gt=0, lt=SAFE_INTEGER)]
+PayloadBytes = Annotated[int, Field(gt=0, le=2**31 - 1)]  # an integer column
+MAX_SEGMENT_SIZE = 10**12  # segment bounds (k + 1) * size stay far inside a bigint
 
 
 class Strict(BaseModel):
@@ -36,15 +45,18 @@ class TopicIn(Strict):
     """1-100 letters, digits, '.', '_' or '-'; the first a letter or digit."""
     description: str = ""
     """What the topic holds, for people."""
-    retention_max_age_s: float | None = Field(default=None, gt=0)
+    retention_max_age_s: RetentionAge | None = None
     """Messages older than this many seconds are removed (a whole segment at a time);
     none: kept until every subscriber has passed them."""
-    retention_max_count: int | None = Field(default=None, gt=0)
+    retention_max_count: Count | None = None
     """At most about this many messages are kept (a whole segment is removed at a time)."""
-    max_payload_bytes: int | None = Field(default=None, gt=0)
+    max_payload_bytes: PayloadBytes | None = None
     """Largest payload this topic accepts; none: the server's PGQUEUE_MAX_PAYLOAD_BYTES."""
     segment_size: int | None = Field(
-        default=None, ge=10, description="Offsets per log segment, the unit retention removes."
+        default=None,
+        ge=10,
+        le=MAX_SEGMENT_SIZE,
+        description="Offsets per log segment, the unit retention removes.",
     )
 
 
@@ -56,11 +68,11 @@ class TopicPatch(Strict):
     )
     description: str | None = None
     """What the topic holds, for people."""
-    retention_max_age_s: float | None = Field(default=None, gt=0)
+    retention_max_age_s: RetentionAge | None = None
     """Messages older than this many seconds are removed (a whole segment at a time)."""
-    retention_max_count: int | None = Field(default=None, gt=0)
+    retention_max_count: Count | None = None
     """At most about this many messages are kept (a whole segment is removed at a time)."""
-    max_payload_bytes: int | None = Field(default=None, gt=0)
+    max_payload_bytes: PayloadBytes | None = None
     """Largest payload this topic accepts from now on."""
     clear_retention: bool = False
     """Remove both retention limits (before any given here apply)."""
@@ -200,10 +212,25 @@ class MessagesOut(Out):
 class BackoffIn(Strict):
     """Retry n waits base_ms * 2^(n-1), at most max_ms."""
 
-    base_ms: int = Field(default=1000, ge=0)
-    """The wait before the first retry, in milliseconds."""
-    max_ms: int = Field(default=300_000, ge=0)
+    base_ms: int = Field(default=1000, ge=0, le=YEAR_MS)
+    """The wait before the first retry, in milliseconds (at most 366 days)."""
+    max_ms: int = Field(default=300_000, ge=0, le=YEAR_MS)
     """The longest wait between retries, in milliseconds; not below base_ms."""
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> BackoffIn:
+        if self.max_ms < self.base_ms:
+            raise ValueError("backoff max_ms must not be below base_ms")
+        return self
+
+
+class BackoffOut(Out):
+    """Retry n waits base_ms * 2^(n-1), at most max_ms."""
+
+    base_ms: int
+    """The wait before the first retry, in milliseconds."""
+    max_ms: int
+    """The longest wait between retries, in milliseconds."""
 
 
 class SubscriberIn(Strict):
@@ -252,7 +279,7 @@ class SubscriberOut(Out):
     """Only matching messages are delivered; null: all."""
     max_attempts: int
     """Deliveries before a message goes to the dead letters."""
-    backoff: BackoffIn
+    backoff: BackoffOut
     """The wait before a retry."""
     ephemeral: bool
     """Made for one WebSocket connection and removed with it."""
@@ -268,7 +295,7 @@ class SubscriberOut(Out):
             position=s.position,
             filter=s.filter,
             max_attempts=s.max_attempts,
-            backoff=BackoffIn(
+            backoff=BackoffOut(
                 base_ms=int(s.backoff_base.total_seconds() * 1000),
                 max_ms=int(s.backoff_max.total_seconds() * 1000),
             ),

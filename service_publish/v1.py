@@ -13,6 +13,7 @@ call holds its scope on the topic it acts on, as on the v2 routes.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -22,13 +23,18 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 import pgqueue
+from pgqueue.errors import shorten
+from pgqueue.targets import BIGINT_MAX
 from pgqueue.web.auth import ADMIN, CONSUME, PUBLISH, SEE, Caller, CallerDep, subscriber_for
+from pgqueue.web.bodies import loads
 from pgqueue.web.gate import refuse_cross_site
 from pgqueue.web.rates import rate_limit
 from pgqueue.web.state import QueueDep
 
 router = APIRouter(tags=["v1 (seed-compatible)"])
 MAX_LISTED = 10_000
+# ASCII digits only: int() also reads other scripts' digits ("١٢" as 12).
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class V1Error(Exception):
@@ -44,7 +50,7 @@ async def v1_params(request: Request) -> dict[str, Any]:
     if body.strip():
         # Raised from a dependency, these reach the app's PgQueueError handler (422).
         try:
-            data = json.loads(body)
+            data = loads(body)
         except ValueError as error:
             raise pgqueue.InvalidArgument(f"malformed JSON body: {error}") from error
         if not isinstance(data, dict):
@@ -85,6 +91,7 @@ def _route(path: str, method: str, *, changes_state: bool = False) -> Callable[[
                 pgqueue.InvalidPayload,
                 pgqueue.InvalidPosition,
                 pgqueue.PayloadTooLarge,
+                pgqueue.LimitReached,
             ) as error:
                 return JSONResponse({"error": error.code, "detail": str(error)}, 422)
             return JSONResponse(result)
@@ -131,15 +138,19 @@ def _required(params: Params, name: str) -> Any:
 
 
 def _integer(params: Params, name: str, default: int | None = None) -> int:
+    """An integer from JSON (not true, not 1.0) or from ASCII digits, within a bigint."""
     value = params.get(name, default)
     if value is None or value == "":
         raise V1Error(f"missing parameter {name!r}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError) as error:
-        raise V1Error(f"{name} must be an integer, got {value!r}") from error
-    if isinstance(value, bool) or str(number) != str(value).strip():
-        raise V1Error(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        # Over 19 digits is past a bigint (and int() refuses 4,300 digits and more).
+        number = BIGINT_MAX + 1 if len(value.strip().lstrip("-")) > 19 else int(value)
+    else:
+        raise V1Error(f"{name} must be an integer, got {shorten(repr(value), 40)}")
+    if abs(number) > BIGINT_MAX:
+        raise V1Error(f"{name} is out of range (at most {BIGINT_MAX})")
     return number
 
 

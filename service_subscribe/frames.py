@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
+from pgqueue.web.fields import Millis, Offset, Target
+
 
 class Frame(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -58,6 +60,11 @@ class ErrorFrame(Frame):
     type: Literal["error"] = "error"
     code: str
     detail: Any
+    id: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Internal errors only: the id the server logged the error under.",
+    )
 
 
 # -- client → server ------------------------------------------------------------------------
@@ -65,19 +72,19 @@ class ErrorFrame(Frame):
 
 class Ack(Frame):
     type: Literal["ack"]
-    offsets: list[int] = Field(min_length=1, max_length=10_000)
+    offsets: list[Offset] = Field(min_length=1, max_length=10_000)
 
 
 class Nack(Frame):
     type: Literal["nack"]
-    offset: int
-    delay_ms: int | None = Field(default=None, ge=0, le=366 * 24 * 3600 * 1000)
+    offset: Offset
+    delay_ms: Millis | None = None
     error: str | None = Field(default=None, max_length=10_000)
 
 
 class Seek(Frame):
     type: Literal["seek"]
-    to: int | str
+    to: Target
 
 
 class Publish(Frame):

@@ -9,22 +9,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 import pgqueue
 from pgqueue.delivery import reject
 from pgqueue.publish import seconds
 from pgqueue.web.auth import CONSUME, CallerDep, subscriber_for
+from pgqueue.web.bodies import JsonRoute
+from pgqueue.web.openapi import SAFE_INTEGER
 from pgqueue.web.state import QueueDep, consumer_name
 from service_publish.fields import LeaseToken, Offset
 from service_publish.schemas import Strict
 
-router = APIRouter(prefix="/subscribers/{subscriber_id}", tags=["pull"])
+router = APIRouter(prefix="/subscribers/{subscriber_id}", tags=["pull"], route_class=JsonRoute)
+SubscriberId = Annotated[int, Path(ge=1, lt=SAFE_INTEGER)]
 
 
 async def consumed_subscriber(
-    subscriber_id: int, queue: QueueDep, caller: CallerDep
+    subscriber_id: SubscriberId, queue: QueueDep, caller: CallerDep
 ) -> pgqueue.Subscriber:
     return await subscriber_for(queue, caller, subscriber_id, CONSUME)
 

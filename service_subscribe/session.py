@@ -27,6 +27,9 @@ import pgqueue
 from pgqueue.delivery import Claims
 from pgqueue.settings import Settings
 from pgqueue.web.auth import ADMIN, PUBLISH, Caller
+from pgqueue.web.bodies import loads
+from pgqueue.web.errors import told
+from pgqueue.web.incidents import CLOSE_INTERNAL, DETAIL, incident
 from pgqueue.web.rates import frame_refusal
 from pgqueue.web.state import consumer_name
 from service_subscribe.frames import (
@@ -110,8 +113,7 @@ class Session:
                 if isinstance(error, SlowClient):
                     too_slow = True
                 elif error is not None and not isinstance(error, WebSocketDisconnect):
-                    log.error("websocket session failed: %r", error, exc_info=error)
-                    await self._close(1011, "internal error")
+                    await self._fail(error)
         finally:
             unregister()
             await self._stop(tasks)
@@ -248,10 +250,10 @@ class Session:
                 await self._close(CLOSE_TOO_BIG, "frame too large")
                 return
             try:
-                frame = CLIENT_FRAME.validate_json(text)
-            except ValidationError as error:
-                problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
-                await self._error("invalid_frame", problems)
+                # Parsed by loads(), not pydantic's parser, which reads NaN and Infinity.
+                frame = CLIENT_FRAME.validate_python(loads(text))
+            except ValueError as error:
+                await self._error("invalid_frame", _problems(error))
                 continue
             self.handling = asyncio.create_task(self._handle_reporting(frame))
             # Shielded: the session ending cancels this loop, not the frame in hand.
@@ -261,7 +263,7 @@ class Session:
         try:
             await self._handle(frame)
         except pgqueue.PgQueueError as error:
-            await self._error(error.code, str(error))
+            await self._refusal(error)
 
     async def _handle(self, frame: Ack | Nack | Seek | Publish) -> None:
         if isinstance(frame, Ack):
@@ -281,7 +283,7 @@ class Session:
             except pgqueue.PgQueueError as error:
                 # Still held, so the client can send the ack again; they stop counting
                 # against prefetch when their leases run out.
-                await self._error(error.code, {"offsets": known, "message": str(error)})
+                await self._refusal(error, offsets=known)
             else:
                 self.holdings.drop(known)
                 self.room.set()
@@ -310,7 +312,7 @@ class Session:
             await self._error("lease_lost", {"offsets": [frame.offset]})
         except pgqueue.PgQueueError as error:
             self.holdings.restore(frame.offset, held)  # the client may send the nack again
-            await self._error(error.code, {"offsets": [frame.offset], "message": str(error)})
+            await self._refusal(error, offsets=[frame.offset])
             return
         self.room.set()
         self.claims.poke()  # its retry may fall due before the delivery loop would look
@@ -344,6 +346,19 @@ class Session:
     async def _error(self, code: str, detail: Any) -> None:
         await self.send(ErrorFrame(code=code, detail=detail))
 
+    async def _refusal(self, error: pgqueue.PgQueueError, offsets: list[int] | None = None) -> None:
+        """An error frame for a failed frame; with offsets, naming them."""
+        said = told(error, f"websocket {self.topic}/{self.subscriber}: a frame failed")
+        detail = said.detail if offsets is None else {"offsets": offsets, "message": said.detail}
+        await self.send(ErrorFrame(code=said.code, detail=detail, id=said.incident_id))
+
+    async def _fail(self, error: BaseException) -> None:
+        """An unexpected error: logged with an id, which the client gets before the close."""
+        incident_id = incident(f"websocket session {self.topic}/{self.subscriber} failed", error)
+        with contextlib.suppress(Exception):
+            await self.send(ErrorFrame(code="internal", detail=DETAIL, id=incident_id))
+        await self._close(CLOSE_INTERNAL, "internal error")
+
     async def _close(self, code: int, reason: str) -> None:
         # Bounded: a client that stopped reading may never take the close frame either; when
         # the handler returns, the server drops the connection.
@@ -376,6 +391,12 @@ class Session:
                 "could not give back the claims of %s/%s: %s", self.topic, self.subscriber, error
             )
         self.holdings = Holdings(self.prefetch, self.lease.total_seconds())
+
+
+def _problems(error: ValueError) -> Any:
+    if isinstance(error, ValidationError):
+        return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+    return [{"loc": [], "msg": f"Invalid JSON: {error}"}]
 
 
 def _message_frame(message: pgqueue.Message) -> MessageFrame:

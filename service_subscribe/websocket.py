@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 import pgqueue
 from pgqueue.settings import Settings
 from pgqueue.web.auth import ADMIN, CONSUME, Caller, bearer, keyring_of
+from pgqueue.web.errors import Told, told
+from pgqueue.web.incidents import CLOSE_INTERNAL
 from service_subscribe.frames import ErrorFrame, Welcome
 from service_subscribe.session import Session
 
@@ -56,21 +58,23 @@ async def websocket_endpoint(
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     if prefetch > settings.ws_max_prefetch:
         await _refuse(
-            websocket, "invalid_argument", f"prefetch is at most {settings.ws_max_prefetch}"
+            websocket, Told("invalid_argument", f"prefetch is at most {settings.ws_max_prefetch}")
         )
         return
     if lease is not None and lease > settings.max_lease:
-        await _refuse(websocket, "invalid_argument", f"lease is at most {settings.max_lease} s")
+        await _refuse(
+            websocket, Told("invalid_argument", f"lease is at most {settings.max_lease} s")
+        )
         return
     ephemeral = subscriber is None
     name = subscriber or f"ws-{uuid.uuid4().hex[:12]}"
     try:
         found = await _subscriber(queue, caller, topic, name, start, ephemeral)
     except pgqueue.PgQueueError as error:
-        await _refuse(websocket, error.code, str(error))
+        await _refuse(websocket, told(error, f"websocket {topic}/{name}: no subscriber"))
         return
     except _CreationForbidden as error:
-        await _refuse(websocket, "forbidden", str(error))
+        await _refuse(websocket, Told("forbidden", str(error)))
         return
     session = Session(
         websocket=websocket,
@@ -138,7 +142,13 @@ async def _subscriber(
         return next(s for s in await queue.list_subscribers(topic) if s.name == name)
 
 
-async def _refuse(websocket: WebSocket, code: str, detail: str) -> None:
-    await websocket.send_text(ErrorFrame(code=code, detail=detail).model_dump_json())
-    retry = code == pgqueue.DatabaseUnavailable.code
-    await websocket.close(code=CLOSE_TRY_AGAIN_LATER if retry else CLOSE_POLICY, reason=code)
+async def _refuse(websocket: WebSocket, said: Told) -> None:
+    frame = ErrorFrame(code=said.code, detail=said.detail, id=said.incident_id)
+    await websocket.send_text(frame.model_dump_json())
+    if said.incident_id is not None:
+        close = CLOSE_INTERNAL
+    elif said.code == pgqueue.DatabaseUnavailable.code:
+        close = CLOSE_TRY_AGAIN_LATER
+    else:
+        close = CLOSE_POLICY
+    await websocket.close(code=close, reason=said.code)

@@ -519,3 +519,21 @@ async def test_refusals_are_one_line_errors(database_dsn: str) -> None:
     ):
         text = await cli(*args, dsn=dsn, ok=False)
         assert len(text.strip().splitlines()) == 1 and text.startswith(message), (args, text)
+
+
+async def test_reset_reads_offsets_from_ascii_digits_only(
+    queue: pgqueue.Queue, database_dsn: str
+) -> None:
+    """Finding 9 (issue 9): Arabic-Indic digits were read as an offset ("١" as 1)."""
+    await queue.create_topic("orders")
+    await queue.subscribe("orders", "billing")
+    await queue.publish_many("orders", [1, 2, 3])
+    refused = await cli("reset", "orders", "--to", "\u0661", dsn=database_dsn, ok=False)
+    assert "not a position" in refused
+    refused = await cli(
+        "subscribers", "create", "orders", "s", "--start", "\u0661", dsn=database_dsn, ok=False
+    )
+    assert "not a position" in refused
+    assert [s.position for s in await queue.list_subscribers("orders")] == [0]
+    assert "billing" in await cli("reset", "orders", "--to", "2", "--execute", dsn=database_dsn)
+    assert [s.position for s in await queue.list_subscribers("orders")] == [1]

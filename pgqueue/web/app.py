@@ -12,6 +12,7 @@ from pgqueue.web import errors, methods, metrics, openapi, rates
 from pgqueue.web.auth import Keyring
 from pgqueue.web.caps import WebSocketCaps
 from pgqueue.web.gate import Gate, RequestGate
+from pgqueue.web.incidents import CatchAll
 from pgqueue.web.limits import BodyLimit
 from pgqueue.web.logs import scrub_tokens_from_uvicorn_logs
 from pgqueue.web.state import queue_lifespan
@@ -52,6 +53,8 @@ def new_app(settings: Settings, *, title: str, summary: str) -> FastAPI:
     metrics.install(app)
     app.add_middleware(RequestGate, gate=app.state.gate)  # outermost: checked first
     scrub_tokens_from_uvicorn_logs()
+    # Added last, so it is the outermost: it also covers the middleware above.
+    app.add_middleware(CatchAll)
     return app
 
 

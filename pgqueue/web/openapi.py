@@ -65,6 +65,11 @@ class ErrorBody(BaseModel):
         description="A plain message; for invalid_request, the problems found in the request.",
         examples=["topic 'orders' does not exist"],
     )
+    id: str | None = Field(
+        default=None,
+        description="For error internal (status 500) only: the id the server logged the "
+        "error under.",
+    )
 
 
 ERRORS: dict[int, str] = {

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from pgqueue.migrate import RUNTIME_ROLE, as_role
 from pgqueue.settings import Settings
@@ -34,10 +35,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(settings: Settings, *, log_level: str = "warning") -> Iterator[RunningServer]:
+def serving(
+    settings: Settings, app: FastAPI | None = None, *, log_level: str = "warning"
+) -> Iterator[RunningServer]:
+    """The combined app of these settings (or `app`) in a uvicorn server of its own."""
     port = free_port()
     config = uvicorn_config(
-        create_app(settings),
+        app or create_app(settings),
         settings,
         host="127.0.0.1",
         port=port,
