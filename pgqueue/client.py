@@ -147,7 +147,6 @@ class Queue:
         Raises LimitReached when the database holds settings.max_topics topics already."""
         self.limits.check_text("description", description)
         try:
-            await self._check_topic_cap()
             row = await self._fetchrow(
                 "create_topic",
                 name,
@@ -157,6 +156,7 @@ class Queue:
                 max_payload_bytes or self.settings.max_payload_bytes,
                 dedup_window or timedelta(days=1),
                 segment_size,
+                self.settings.max_topics or None,
             )
         except (TopicExists, LimitReached):
             existing = await self.list_topics(name) if exist_ok else []
@@ -292,8 +292,6 @@ class Queue:
         if target.shift is not None or target.ago is not None:
             raise InvalidArgument("a subscriber starts at earliest, latest, an offset or a time")
         try:
-            if not ephemeral:
-                await self._check_subscriber_cap(topic)
             row = await self._fetchrow(
                 "create_subscriber",
                 topic,
@@ -307,6 +305,7 @@ class Queue:
                 seconds(max_backoff),
                 ephemeral,
                 owner,
+                self.settings.max_subscribers_per_topic or None,
             )
         except (SubscriberExists, LimitReached):
             existing = [s for s in await self.list_subscribers(topic) if s.name == name]
@@ -352,27 +351,6 @@ class Queue:
         if depth_over(filter):
             raise InvalidFilter(f"a filter is nested at most {MAX_DEPTH} levels deep")
         return text
-
-    async def _check_topic_cap(self) -> None:
-        # Checked before the insert, not under a lock: concurrent creations may pass the cap
-        # by a few (the SQL function is to check it under the lock it takes).
-        cap = self.settings.max_topics
-        if cap and len(await self.list_topics()) >= cap:
-            raise LimitReached(
-                f"the database holds {cap} topics, the most allowed (PGQUEUE_MAX_TOPICS); "
-                "delete unused topics first"
-            )
-
-    async def _check_subscriber_cap(self, topic: str) -> None:
-        cap = self.settings.max_subscribers_per_topic
-        if not cap:
-            return
-        durable = [s for s in await self.list_subscribers(topic) if not s.ephemeral]
-        if len(durable) >= cap:
-            raise LimitReached(
-                f"topic {topic!r} has {cap} durable subscribers, the most allowed "
-                "(PGQUEUE_MAX_SUBSCRIBERS_PER_TOPIC); delete unused ones first"
-            )
 
     async def unsubscribe(self, topic: str, name: str) -> None:
         await self._fetchval("delete_subscriber", topic, name)

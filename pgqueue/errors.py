@@ -107,6 +107,7 @@ _BY_SQLSTATE: dict[str, type[PgQueueError]] = {
     "PQ009": InvalidFilter,
     "PQ010": InvalidPosition,
     "PQ011": TransactionRequired,
+    "PQ012": LimitReached,
     "2D000": TransactionRequired,  # COMMIT inside a transaction block
     "22P02": InvalidPayload,  # invalid JSON text
     "22P05": InvalidPayload,  # \u0000 in jsonb

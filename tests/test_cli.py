@@ -509,11 +509,11 @@ async def test_refusals_are_one_line_errors(database_dsn: str) -> None:
         (("top", "nope", "--once"), "error: topic 'nope' does not exist"),
         (
             ("topics", "create", "bad!name"),
-            "error: invalid topic name 'bad!name'; names are 1-100 characters",
+            "error: invalid topic name 'bad!name' (names are 1-100 characters",
         ),
         (
             ("reset", "t", "--to", "99999999999999999999"),
-            "error: not a position: 99999999999999999999 is out of range",
+            "error: offset 99999999999999999999 is out of range",
         ),
         (("stats", "--dsn", "not-a-url"), "error: bad database URL: invalid DSN"),
     ):

@@ -29,7 +29,8 @@ CREATE OR REPLACE FUNCTION pgqueue.create_subscriber(
     backoff_base interval DEFAULT interval '1 second',
     backoff_max interval DEFAULT interval '5 minutes',
     ephemeral boolean DEFAULT false,
-    owner integer DEFAULT NULL
+    owner integer DEFAULT NULL,
+    max_subscribers integer DEFAULT NULL
 )
 RETURNS pgqueue.subscriber_info
 LANGUAGE plpgsql
@@ -47,6 +48,17 @@ BEGIN
     END IF;
     start_position := pgqueue._resolve_position(t.topic_id, NULL, start_offset, start_edge,
                                                 start_time, NULL, NULL);
+    -- max_subscribers caps the durable ones (ephemeral subscribers live with a connection).
+    IF max_subscribers IS NOT NULL AND NOT ephemeral THEN
+        PERFORM pg_advisory_xact_lock(pgqueue._lock_class('caps'), t.topic_id);
+        IF (SELECT count(*) FROM pgqueue.subscriber x
+             WHERE x.topic_id = t.topic_id AND NOT x.ephemeral) >= max_subscribers THEN
+            RAISE EXCEPTION 'topic % has % durable subscribers, the most allowed '
+                            '(max_subscribers, PGQUEUE_MAX_SUBSCRIBERS_PER_TOPIC in the '
+                            'servers); delete unused ones first',
+                            quote_literal(topic), max_subscribers USING ERRCODE = 'PQ012';
+        END IF;
+    END IF;
     INSERT INTO pgqueue.subscriber AS x
            (topic_id, name, cursor, filter, max_attempts, backoff_base, backoff_max, ephemeral,
             owner)

@@ -3,7 +3,7 @@
 
 -- name: create_topic
 SELECT * FROM pgqueue.create_topic($1::text, $2::text, $3::interval, $4::bigint, $5::integer,
-                                   $6::interval, $7::bigint)
+                                   $6::interval, $7::bigint, $8::integer)
 
 -- name: alter_topic
 SELECT * FROM pgqueue.alter_topic($1::text, $2::text, $3::interval, $4::bigint, $5::integer,
@@ -43,7 +43,7 @@ CALL pgqueue.assign($1::text, NULL)
 -- name: create_subscriber
 SELECT * FROM pgqueue.create_subscriber($1::text, $2::text, $3::text, $4::bigint,
                                         $5::timestamptz, $6::jsonb, $7::integer, $8::interval,
-                                        $9::interval, $10::boolean, $11::integer)
+                                        $9::interval, $10::boolean, $11::integer, $12::integer)
 
 -- name: hold_owner_lock
 -- Held by a Queue's listener connection for its life (see pgqueue.remove_orphans).

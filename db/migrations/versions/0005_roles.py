@@ -18,6 +18,8 @@ Create Date: 2026-12-03
   run-out ones and gives the lag in seconds.
 - after_restore: in-transaction publishes get offsets again after a logical restore into
   another cluster (the log's round snapshots counted the old cluster's transactions).
+- create_topic and create_subscriber take caps (max_topics, max_subscribers for durable ones),
+  counted under an advisory lock so that concurrent creations cannot pass them (PQ012).
 - subscribers_due: one cheap call per topic tells a process's idle consumers which
   subscribers have work, instead of each consumer claiming every poll interval.
 
@@ -50,6 +52,16 @@ REPLACED = (
         "pgqueue.claim(text, text, integer, interval, bigint[], bigint[], boolean, text)",
     ),
     ("pgqueue.subscriber_stats(text, text)", "pgqueue.subscriber_stats(text, text)"),
+    (  # caps counted under a lock (issue 9, finding 7)
+        "pgqueue.create_topic(text, text, interval, bigint, integer, interval, bigint)",
+        "pgqueue.create_topic(text, text, interval, bigint, integer, interval, bigint, integer)",
+    ),
+    (
+        "pgqueue.create_subscriber(text, text, text, bigint, timestamptz, jsonb, integer, "
+        "interval, interval, boolean, integer)",
+        "pgqueue.create_subscriber(text, text, text, bigint, timestamptz, jsonb, integer, "
+        "interval, interval, boolean, integer, integer)",
+    ),
 )
 COLUMNS_UP = (
     "ALTER TABLE pgqueue.delivery ADD COLUMN consumer text, ADD COLUMN leased_at timestamptz"

@@ -133,7 +133,8 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pgqueue
 AS $$
     SELECT CASE purpose WHEN 'assign' THEN 1903390001 WHEN 'topic' THEN 1903390002
-                        WHEN 'retention' THEN 1903390003 WHEN 'owner' THEN 1903390004 END
+                        WHEN 'retention' THEN 1903390003 WHEN 'owner' THEN 1903390004
+                        WHEN 'caps' THEN 1903390005 END
 $$;
 
 -- The subscriber's position: every offset <= position is done (acked, filtered out or dead).

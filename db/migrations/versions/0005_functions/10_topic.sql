@@ -7,7 +7,8 @@ CREATE OR REPLACE FUNCTION pgqueue.create_topic(
     retention_max_count bigint DEFAULT NULL,
     max_payload_bytes integer DEFAULT 1048576,
     dedup_window interval DEFAULT interval '1 day',
-    segment_size bigint DEFAULT 1000000
+    segment_size bigint DEFAULT 1000000,
+    max_topics integer DEFAULT NULL
 )
 RETURNS pgqueue.topic
 LANGUAGE plpgsql
@@ -18,6 +19,15 @@ DECLARE
     t pgqueue.topic;
 BEGIN
     PERFORM pgqueue._check_name('topic', topic);
+    IF max_topics IS NOT NULL THEN
+        -- Counted under a lock that every capped creation takes, so none passes the cap.
+        PERFORM pg_advisory_xact_lock(pgqueue._lock_class('caps'), 0);
+        IF (SELECT count(*) FROM pgqueue.topic) >= max_topics THEN
+            RAISE EXCEPTION 'the database holds % topics, the most allowed (max_topics, '
+                            'PGQUEUE_MAX_TOPICS in the servers); delete unused topics first',
+                            max_topics USING ERRCODE = 'PQ012';
+        END IF;
+    END IF;
     INSERT INTO pgqueue.topic AS x
            (name, description, retention_max_age, retention_max_count, max_payload_bytes,
             dedup_window, segment_size)
