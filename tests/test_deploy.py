@@ -30,6 +30,12 @@ def test_compose_file_wires_db_migrate_and_server(tmp_path: Path) -> None:
     assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert services["migrate"]["command"] == ["pgqueue", "migrate"]
+    # Migrated as the owner, which sets the runtime role's password; served as that role.
+    migrate_env = services["migrate"]["environment"]
+    assert migrate_env["PGQUEUE_DATABASE_URL"].startswith("postgresql://pgqueue:")
+    assert "PGQUEUE_RUNTIME_PASSWORD" in migrate_env
+    server_env = compose["x-pgqueue"]["environment"]
+    assert server_env["PGQUEUE_DATABASE_URL"].startswith("postgresql://pgqueue_runtime:")
     for name, port in (("server", 8888), ("publish", 8001), ("subscribe", 8002)):
         assert services[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
@@ -41,7 +47,7 @@ def test_compose_file_wires_db_migrate_and_server(tmp_path: Path) -> None:
         (tmp_path / "empty.env").write_text("")
         without_tokens = _compose_config("--env-file", str(tmp_path / "empty.env"))
         assert without_tokens.returncode != 0
-        assert "copy .env.example to .env and set a token" in without_tokens.stderr
+        assert "copy .env.example to .env and set" in without_tokens.stderr
 
 
 def _compose_config(*options: str) -> subprocess.CompletedProcess[str]:
