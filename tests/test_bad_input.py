@@ -274,3 +274,31 @@ async def test_publish_and_commit_refuses_to_commit_its_callers_work(
         await conn.execute("CALL record_and_publish()")
     assert await conn.fetchval("SELECT count(*) FROM ledger") == 0
     assert await queue.read("orders") == []
+
+
+@pytest.mark.parametrize(
+    ("call", "said"),
+    [
+        (
+            "SELECT pgqueue.create_topic('t', retention_max_age => interval '-1 s')",
+            "retention_max_age",
+        ),
+        ("SELECT pgqueue.create_topic('t', segment_size => 5)", "segment_size must be at least 10"),
+        ("SELECT pgqueue.alter_topic('k', retention_max_count => 0)", "retention_max_count"),
+        (
+            "SELECT pgqueue.create_subscriber('k', 's', "
+            "backoff_base => '10 s', backoff_max => '1 s')",
+            "backoff_max must not be below backoff_base",
+        ),
+        ("SELECT pgqueue.create_subscriber('k', 's', max_attempts => 0)", "max_attempts"),
+    ],
+)
+async def test_a_refused_setting_is_named_in_words_not_by_its_constraint(
+    queue: pgqueue.Queue, conn: asyncpg.Connection, call: str, said: str
+) -> None:
+    await queue.create_topic("k")
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await conn.execute(call)
+    assert refused.value.sqlstate == "PQ006"
+    assert said in str(refused.value) and "_check" not in str(refused.value)
+    assert "constraint" not in str(refused.value)

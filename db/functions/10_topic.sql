@@ -16,6 +16,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
+    refused text;  -- the CHECK a setting broke
     t pgqueue.topic;
 BEGIN
     PERFORM pgqueue._check_name('topic', topic);
@@ -42,7 +43,9 @@ BEGIN
     PERFORM pgqueue._create_segments(t, 0, 1);
     RETURN t;
 EXCEPTION WHEN check_violation THEN
-    RAISE EXCEPTION 'invalid topic settings: %', SQLERRM USING ERRCODE = 'PQ006';
+    GET STACKED DIAGNOSTICS refused = CONSTRAINT_NAME;
+    RAISE EXCEPTION 'invalid topic settings: %', pgqueue._setting_refused(refused)
+        USING ERRCODE = 'PQ006';
 END
 $$;
 
@@ -63,6 +66,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
+    refused text;  -- the CHECK a setting broke
     t pgqueue.topic := pgqueue._find_topic(topic);
 BEGIN
     UPDATE pgqueue.topic x SET
@@ -78,7 +82,9 @@ BEGIN
     RETURNING x.* INTO t;
     RETURN t;
 EXCEPTION WHEN check_violation THEN
-    RAISE EXCEPTION 'invalid topic settings: %', SQLERRM USING ERRCODE = 'PQ006';
+    GET STACKED DIAGNOSTICS refused = CONSTRAINT_NAME;
+    RAISE EXCEPTION 'invalid topic settings: %', pgqueue._setting_refused(refused)
+        USING ERRCODE = 'PQ006';
 END
 $$;
 

@@ -16,6 +16,8 @@ Create Date: 2026-12-03
 - For operators (issue 10): a lease records its consumer and since when (claim's new
   `consumer` argument), `list_leases` shows them, and subscriber_stats tells live leases from
   run-out ones and gives the lag in seconds.
+- A refused topic or subscriber setting is named in words (_setting_refused), not by the
+  CHECK constraint it broke.
 - after_restore: in-transaction publishes get offsets again after a logical restore into
   another cluster (the log's round snapshots counted the old cluster's transactions).
 - create_topic and create_subscriber take caps (max_topics, max_subscribers for durable ones),
@@ -44,6 +46,7 @@ ADDED = (
     "pgqueue.list_leases(text, text, integer)",
     "pgqueue.subscribers_due(text, boolean)",
     "pgqueue.after_restore()",
+    "pgqueue._setting_refused(text)",
 )
 # Changed arguments or results: dropped, then created from the frozen files.
 REPLACED = (

@@ -315,3 +315,23 @@ BEGIN
     RETURN filter;
 END
 $$;
+
+-- What a violated CHECK on a topic's or subscriber's settings means, in words: a caller is
+-- told which setting is out of range, never the constraint's (or the table's) name.
+CREATE OR REPLACE FUNCTION pgqueue._setting_refused(constraint_name text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
+    SELECT CASE constraint_name
+        WHEN 'topic_retention_max_age_check' THEN 'retention_max_age must be more than 0'
+        WHEN 'topic_retention_max_count_check' THEN 'retention_max_count must be more than 0'
+        WHEN 'topic_max_payload_bytes_check' THEN 'max_payload_bytes must be more than 0'
+        WHEN 'topic_dedup_window_check' THEN 'dedup_window must not be negative'
+        WHEN 'topic_segment_size_check' THEN 'segment_size must be at least 10'
+        WHEN 'subscriber_max_attempts_check' THEN 'max_attempts must be from 1 to 1000'
+        WHEN 'subscriber_backoff_base_check' THEN 'backoff_base must not be negative'
+        WHEN 'backoff_max_not_below_backoff' THEN 'backoff_max must not be below backoff_base'
+        ELSE 'a setting is out of range'
+    END
+$$;

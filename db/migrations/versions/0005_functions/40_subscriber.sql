@@ -38,6 +38,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
+    refused text;  -- the CHECK a setting broke
     t pgqueue.topic := pgqueue._find_topic(topic);
     s pgqueue.subscriber;
     start_position bigint;
@@ -74,7 +75,9 @@ BEGIN
     END IF;
     RETURN pgqueue._subscriber_info(s);
 EXCEPTION WHEN check_violation THEN
-    RAISE EXCEPTION 'invalid subscriber settings: %', SQLERRM USING ERRCODE = 'PQ006';
+    GET STACKED DIAGNOSTICS refused = CONSTRAINT_NAME;
+    RAISE EXCEPTION 'invalid subscriber settings: %', pgqueue._setting_refused(refused)
+        USING ERRCODE = 'PQ006';
 END
 $$;
 
@@ -94,6 +97,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
+    refused text;  -- the CHECK a setting broke
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
 BEGIN
     UPDATE pgqueue.subscriber x SET
@@ -106,7 +110,9 @@ BEGIN
     RETURNING x.* INTO s;
     RETURN pgqueue._subscriber_info(s);
 EXCEPTION WHEN check_violation THEN
-    RAISE EXCEPTION 'invalid subscriber settings: %', SQLERRM USING ERRCODE = 'PQ006';
+    GET STACKED DIAGNOSTICS refused = CONSTRAINT_NAME;
+    RAISE EXCEPTION 'invalid subscriber settings: %', pgqueue._setting_refused(refused)
+        USING ERRCODE = 'PQ006';
 END
 $$;
 
