@@ -13,6 +13,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,11 +32,21 @@ ALLOWANCE = 150.0
 FULL_ROUND = 45.0  # a run this long meets every kind of fault
 
 
+@pytest.fixture
+def run_home() -> Iterator[Path]:
+    """A directory outside pytest's own: as root the run's PostgreSQL runs as another user,
+    and every pytest session that starts (another suite on the machine) makes pytest's
+    temporary root private again, which took the data directory from under a restart."""
+    with tempfile.TemporaryDirectory(prefix="pgqueue-chaos-") as home:
+        os.chmod(home, 0o755)
+        yield Path(home)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(SECONDS + ALLOWANCE + 30)
-def test_chaos_run_loses_nothing(tmp_path: Path) -> None:
-    report_path = tmp_path / "report.json"
-    run_dir = tmp_path / "run"
+def test_chaos_run_loses_nothing(run_home: Path) -> None:
+    report_path = run_home / "report.json"
+    run_dir = run_home / "run"
     command = [
         sys.executable,
         "-m",

@@ -166,8 +166,14 @@ def test_every_route_has_an_entry() -> None:
 
 @pytest.fixture
 def secured(database_dsn: str) -> Iterator[RunningServer]:
+    # No rate limits: the matrix makes hundreds of admin calls a second with one token.
     settings = Settings(
-        database_url=database_dsn, api_tokens=TOKENS, poll_interval=30.0, retention_interval=0
+        database_url=database_dsn,
+        api_tokens=TOKENS,
+        poll_interval=30.0,
+        retention_interval=0,
+        admin_rate=0,
+        publish_rate=0,
     )
     with serving(settings) as running:
         yield running
