@@ -57,6 +57,7 @@ def test_schemathesis_finds_no_failure(database_dsn: str, tmp_path: Path) -> Non
         )
     summary = re.search(r"(\d+) generated, .*", run.stdout)
     assert summary, run.stdout[-5000:] + run.stderr[-5000:]
+    print(summary.group(0))  # the figures, for whoever reads the run's output (pytest -s)
     assert run.returncode == 0, run.stdout[-30000:]
     # A run that tested little would pass for the wrong reason.
     assert int(summary.group(1)) >= 500, summary.group(0)
