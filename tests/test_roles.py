@@ -140,7 +140,7 @@ async def test_every_function_pins_its_search_path(conn: asyncpg.Connection) -> 
     unpinned = [
         r["proname"]
         for r in rows
-        if "search_path=pg_catalog, pgqueue" not in (r["proconfig"] or [])
+        if "search_path=pg_catalog, pgqueue, pg_temp" not in (r["proconfig"] or [])
     ]
     # PostgreSQL forbids SET (and SECURITY DEFINER) on a procedure that COMMITs.
     assert sorted(unpinned) == ["assign", "publish_and_commit", "publish_batch_and_commit"]
@@ -217,3 +217,23 @@ async def test_the_runtime_password_is_stored_as_a_verifier_of_it(
     )
     client_key = hmac.digest(salted, b"Client Key", "sha256")
     assert base64.b64decode(stored_key) == hashlib.sha256(client_key).digest()
+
+
+async def test_the_runtime_role_cannot_borrow_the_owners_rights_through_its_temporary_schema(
+    queue: pgqueue.Queue, runtime_conn: asyncpg.Connection, conn: asyncpg.Connection
+) -> None:
+    """Unless a SECURITY DEFINER function names pg_temp last in its search_path, PostgreSQL
+    looks there first for types: a temporary domain called `text` with a CHECK of the caller's
+    would run with the owner's rights inside enforce_retention."""
+    await queue.create_topic("t", retention_max_count=10)
+    await runtime_conn.execute(
+        """
+        CREATE FUNCTION pg_temp.borrowed(v pg_catalog.text) RETURNS boolean
+        LANGUAGE sql AS $$ INSERT INTO pgqueue.topic (name) VALUES ('stolen') RETURNING true $$;
+        CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.borrowed(VALUE));
+        """
+    )
+    await runtime_conn.execute("SELECT * FROM pgqueue.enforce_retention()")
+    with pytest.raises(asyncpg.PostgresError, match="segment_size"):  # a `text` variable is set
+        await runtime_conn.execute("SELECT pgqueue.create_topic('x', segment_size => 1)")
+    assert await conn.fetchval("SELECT count(*) FROM pgqueue.topic WHERE name = 'stolen'") == 0

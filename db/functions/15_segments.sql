@@ -9,7 +9,7 @@
 CREATE OR REPLACE FUNCTION pgqueue._segment_table(p_topic_id integer, p_segment bigint)
 RETURNS text
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT format('message_%s_%s', p_topic_id, p_segment)
 $$;
@@ -21,7 +21,7 @@ CREATE OR REPLACE FUNCTION pgqueue._create_segments(t pgqueue.topic, from_segmen
                                                     upto bigint)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     k bigint;
@@ -47,7 +47,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._make_room(t pgqueue.topic, after bigint, n bigint)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
     IF n > 0 AND (after + n) / t.segment_size > after / t.segment_size THEN
@@ -65,7 +65,7 @@ CREATE OR REPLACE FUNCTION pgqueue._remove_segment(p_topic_id integer, p_segment
                                                    lock_wait interval)
 RETURNS text
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     name text := pgqueue._segment_table(p_topic_id, p_segment);

@@ -30,7 +30,7 @@ CREATE OR REPLACE FUNCTION pgqueue._publish(
     OUT offsets bigint[]
 )
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -262,7 +262,7 @@ CREATE OR REPLACE FUNCTION pgqueue.publish(
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
@@ -290,7 +290,7 @@ CREATE OR REPLACE FUNCTION pgqueue.publish_batch(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
@@ -314,7 +314,7 @@ CREATE OR REPLACE FUNCTION pgqueue.message_offsets(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
@@ -403,7 +403,7 @@ CREATE OR REPLACE FUNCTION pgqueue._publish_direct(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);

@@ -20,7 +20,7 @@ CREATE OR REPLACE FUNCTION pgqueue.reset(
 RETURNS SETOF pgqueue.reset_result
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);

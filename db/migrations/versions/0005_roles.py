@@ -9,7 +9,8 @@ Create Date: 2026-12-03
 - pgqueue_runtime (LOGIN) may only call the API: the functions that touch tables are SECURITY
   DEFINER, so partition DDL at publish time runs with the owner's rights, and the runtime role
   has no right on any table. Servers and applications connect as it (or as a role granted it).
-- Every function pins `search_path = pg_catalog, pgqueue`: a function planted in a schema on
+- Every function pins `search_path = pg_catalog, pgqueue, pg_temp` (pg_temp last, or it is
+  searched first for tables and types): a function planted in a schema on
   the caller's path (public.format, say) is never called by ours. The three procedures that
   COMMIT cannot pin it (PostgreSQL forbids SET there); they call only qualified names.
 - topic_stats reports the log's size from the catalog instead of reading every message.

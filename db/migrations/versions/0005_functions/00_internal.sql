@@ -10,7 +10,7 @@
 CREATE OR REPLACE FUNCTION pgqueue._check_name(kind text, name text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$' THEN
@@ -27,7 +27,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._jsonb_elements(items jsonb)
 RETURNS jsonb[]
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
     IF jsonb_typeof(items) IS DISTINCT FROM 'array' THEN
@@ -42,7 +42,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._find_topic(topic_name text)
 RETURNS pgqueue.topic
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     t pgqueue.topic;
@@ -59,7 +59,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._find_subscriber(topic_name text, subscriber_name text)
 RETURNS pgqueue.subscriber
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     s pgqueue.subscriber;
@@ -90,7 +90,7 @@ CREATE OR REPLACE FUNCTION pgqueue._flush_at_commit(upto pg_lsn DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER  -- called by the publishing procedures, which run as their caller
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
     -- A standby only ever has WAL its primary flushed; a read-only transaction cannot write
@@ -116,7 +116,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._durable_commit()
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
     IF current_setting('synchronous_commit') = 'off' THEN
@@ -130,7 +130,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._lock_class(purpose text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT CASE purpose WHEN 'assign' THEN 1903390001 WHEN 'topic' THEN 1903390002
                         WHEN 'retention' THEN 1903390003 WHEN 'owner' THEN 1903390004
@@ -142,7 +142,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._position(s pgqueue.subscriber)
 RETURNS bigint
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT least(s.cursor, coalesce(
         (SELECT d."offset" - 1
@@ -155,7 +155,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._first_offset(p_topic_id integer)
 RETURNS bigint
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT m."offset" FROM pgqueue.message m
      WHERE m.topic_id = p_topic_id ORDER BY m."offset" LIMIT 1
@@ -164,7 +164,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._last_offset(p_topic_id integer)
 RETURNS bigint
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT coalesce((SELECT m."offset" FROM pgqueue.message m
                       WHERE m.topic_id = p_topic_id ORDER BY m."offset" DESC LIMIT 1), 0)
@@ -188,7 +188,7 @@ CREATE OR REPLACE FUNCTION pgqueue._resolve_position(
 )
 RETURNS bigint
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     targets integer := num_nonnulls(to_offset, to_edge, to_time, ago, shift);
@@ -256,7 +256,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._matches(filter jsonb, payload jsonb, headers jsonb)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT filter IS NULL OR (
         (NOT filter ? 'payload' OR payload @> (filter -> 'payload'))
@@ -272,7 +272,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._compile_filter(filter jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     extra text[];
@@ -321,7 +321,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._setting_refused(constraint_name text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT CASE constraint_name
         WHEN 'topic_retention_max_age_check' THEN 'retention_max_age must be more than 0'

@@ -13,7 +13,7 @@ CREATE OR REPLACE FUNCTION pgqueue.create_topic(
 RETURNS pgqueue.topic
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     refused text;  -- the CHECK a setting broke
@@ -63,7 +63,7 @@ CREATE OR REPLACE FUNCTION pgqueue.alter_topic(
 RETURNS pgqueue.topic
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     refused text;  -- the CHECK a setting broke
@@ -95,7 +95,7 @@ CREATE OR REPLACE FUNCTION pgqueue.delete_topic(topic text)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     t pgqueue.topic := pgqueue._find_topic(topic);
@@ -124,7 +124,7 @@ CREATE OR REPLACE FUNCTION pgqueue.list_topics(topic text DEFAULT NULL)
 RETURNS SETOF pgqueue.topic
 LANGUAGE sql STABLE
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT * FROM pgqueue.topic t
      WHERE list_topics.topic IS NULL OR t.name = list_topics.topic

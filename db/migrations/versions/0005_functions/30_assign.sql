@@ -17,7 +17,7 @@
 CREATE OR REPLACE FUNCTION pgqueue._round_snapshot()
 RETURNS pg_snapshot
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     s pg_snapshot := pg_current_snapshot();
@@ -43,7 +43,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._may_assign(allowed boolean)
 RETURNS boolean
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     -- A read-only transaction or a standby cannot number anything.
     SELECT NOT pg_is_in_recovery() AND NOT current_setting('transaction_read_only')::boolean
@@ -57,7 +57,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._assign_locked(t pgqueue.topic)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_bitmapscan = off
@@ -154,7 +154,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._assign(t pgqueue.topic, wait boolean)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_bitmapscan = off
@@ -223,7 +223,7 @@ CREATE OR REPLACE FUNCTION pgqueue._assign_now(topic text)
 RETURNS integer
 LANGUAGE sql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT pgqueue._assign(pgqueue._find_topic(topic), true)
 $$;

@@ -6,7 +6,7 @@
 CREATE OR REPLACE FUNCTION pgqueue._subscriber_info(s pgqueue.subscriber)
 RETURNS pgqueue.subscriber_info
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT ROW(t.name, s.name, s.subscriber_id, pgqueue._position(s), s.filter - 'like',
                s.max_attempts, s.backoff_base, s.backoff_max, s.ephemeral,
@@ -35,7 +35,7 @@ CREATE OR REPLACE FUNCTION pgqueue.create_subscriber(
 RETURNS pgqueue.subscriber_info
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     refused text;  -- the CHECK a setting broke
@@ -94,7 +94,7 @@ CREATE OR REPLACE FUNCTION pgqueue.alter_subscriber(
 RETURNS pgqueue.subscriber_info
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     refused text;  -- the CHECK a setting broke
@@ -120,7 +120,7 @@ CREATE OR REPLACE FUNCTION pgqueue.delete_subscriber(topic text, subscriber text
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
@@ -146,7 +146,7 @@ CREATE OR REPLACE FUNCTION pgqueue.remove_orphans(grace interval DEFAULT interva
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     s pgqueue.subscriber;
@@ -183,7 +183,7 @@ CREATE OR REPLACE FUNCTION pgqueue.list_subscribers(topic text DEFAULT NULL)
 RETURNS SETOF pgqueue.subscriber_info
 LANGUAGE sql STABLE
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT i.*
       FROM pgqueue.subscriber s
@@ -198,7 +198,7 @@ CREATE OR REPLACE FUNCTION pgqueue.subscriber_by_id(subscriber_id bigint)
 RETURNS pgqueue.subscriber_info
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     s pgqueue.subscriber;

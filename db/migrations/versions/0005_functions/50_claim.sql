@@ -16,7 +16,7 @@
 CREATE OR REPLACE FUNCTION pgqueue._check_lease(lease interval)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
     IF lease IS NULL OR lease <= interval '0' OR lease > interval '1 day' THEN
@@ -47,7 +47,7 @@ CREATE OR REPLACE FUNCTION pgqueue.claim(
 RETURNS SETOF pgqueue.claimed_message
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -229,7 +229,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._bury(s pgqueue.subscriber, offsets bigint[], reason text)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     n integer;
@@ -265,7 +265,7 @@ CREATE OR REPLACE FUNCTION pgqueue.ack(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -300,7 +300,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue._tokens_for(offsets bigint[], lease_tokens bigint[])
 RETURNS bigint[]
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
     IF offsets IS NULL OR lease_tokens IS NULL OR cardinality(lease_tokens) = 0 THEN
@@ -333,7 +333,7 @@ CREATE OR REPLACE FUNCTION pgqueue.nack(
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -378,7 +378,7 @@ CREATE OR REPLACE FUNCTION pgqueue.extend_lease(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -414,7 +414,7 @@ CREATE OR REPLACE FUNCTION pgqueue.release(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -453,7 +453,7 @@ CREATE OR REPLACE FUNCTION pgqueue.give_back(
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -488,7 +488,7 @@ CREATE OR REPLACE FUNCTION pgqueue.seconds_until_due(topic text, subscriber text
 RETURNS double precision
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off
@@ -532,7 +532,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
@@ -556,7 +556,7 @@ CREATE OR REPLACE FUNCTION pgqueue.subscribers_due(topic text, assign boolean DE
 RETURNS TABLE (subscriber text, seconds_until_due double precision)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_hashjoin = off

@@ -20,7 +20,7 @@ RETURNS TABLE (
 )
 LANGUAGE sql STABLE
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
     SELECT d."offset", d.attempts, d.last_error, d.dead_at, m.payload, m.headers, m.key,
            m.published_at
@@ -42,7 +42,7 @@ CREATE OR REPLACE FUNCTION pgqueue.replay_dead_letters(
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);
@@ -77,7 +77,7 @@ CREATE OR REPLACE FUNCTION pgqueue.purge_dead_letters(
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     s pgqueue.subscriber := pgqueue._find_subscriber(topic, subscriber);

@@ -12,7 +12,7 @@
 CREATE OR REPLACE FUNCTION pgqueue._segment_expired(t pgqueue.topic, k bigint, last_off bigint)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     last_at timestamptz;
@@ -39,7 +39,7 @@ RETURNS TABLE (topic_name text, segments_removed integer, messages_removed bigin
                first_offset bigint, subscribers_moved integer)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
     t pgqueue.topic;
@@ -159,7 +159,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue.after_restore()
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pgqueue
+SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
     UPDATE pgqueue.message SET round_snapshot = NULL WHERE round_snapshot IS NOT NULL;
