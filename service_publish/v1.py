@@ -119,6 +119,8 @@ RATED = {
     "/topic": "admin",
     "/topic_delete": "admin",
     "/topic_reset": "admin",
+    "/subscribe": "admin",  # creates a durable subscriber
+    "/unsubscribe": "admin",
 }
 
 

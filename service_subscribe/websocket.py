@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 import pgqueue
 from pgqueue.settings import Settings
-from pgqueue.web.auth import ADMIN, CONSUME, Caller, bearer, keyring_of
+from pgqueue.web.auth import ADMIN, CONSUME, Caller, keyring_of, presented_token
 from pgqueue.web.errors import Told, told
 from pgqueue.web.incidents import CLOSE_INTERNAL
 from service_subscribe.frames import ErrorFrame, Welcome
@@ -28,7 +28,6 @@ router = APIRouter()
 CLOSE_POLICY = 1008  # permanent: clients do not retry
 CLOSE_TRY_AGAIN_LATER = 1013  # the database is unavailable (restarting, say): retry
 SUBPROTOCOL = "pgqueue"
-TOKEN_SUBPROTOCOL_PREFIX = "bearer."
 
 
 @router.websocket("/ws/topics/{topic}")
@@ -44,7 +43,7 @@ async def websocket_endpoint(
     """Without `subscriber`, an ephemeral subscriber starting at `start` is created for this
     connection and removed when it closes. A named subscriber is created at `start` if it
     does not exist and the token holds admin (and keeps its position if it does)."""
-    caller = keyring_of(websocket).caller(_token(websocket))
+    caller = keyring_of(websocket).caller(presented_token(websocket))
     if caller is None:
         await _deny(websocket, 401, "unauthorized", "a valid bearer token is required")
         return
@@ -100,13 +99,6 @@ async def websocket_endpoint(
         )
     )
     await session.run()
-
-
-def _token(websocket: WebSocket) -> str | None:
-    for protocol in websocket.scope.get("subprotocols") or []:
-        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
-            return str(protocol.removeprefix(TOKEN_SUBPROTOCOL_PREFIX))
-    return bearer(websocket.headers.get("authorization"))
 
 
 async def _deny(websocket: WebSocket, status: int, code: str, detail: str) -> None:

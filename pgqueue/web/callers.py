@@ -7,7 +7,7 @@ import hashlib
 from starlette.requests import HTTPConnection
 
 from pgqueue.settings import Settings
-from pgqueue.web.auth import bearer
+from pgqueue.web.auth import presented_token
 
 
 def caller_key(connection: HTTPConnection) -> str:
@@ -15,15 +15,8 @@ def caller_key(connection: HTTPConnection) -> str:
     tokens; otherwise the client's address. With no tokens every caller is anonymous, and a
     single shared bucket would let one client starve the others."""
     settings: Settings = connection.app.state.settings
-    token = _presented_token(connection) if settings.api_tokens else None
+    token = presented_token(connection) if settings.api_tokens else None
     if token:
         return "token:" + hashlib.sha256(token.encode()).hexdigest()
     client = connection.client
     return "address:" + (client.host if client is not None else "unknown")
-
-
-def _presented_token(connection: HTTPConnection) -> str | None:
-    token = bearer(connection.headers.get("authorization"))
-    if token is None and connection.scope["type"] == "websocket":
-        token = connection.query_params.get("token")
-    return token

@@ -202,7 +202,8 @@ async def test_scrapes_within_the_cache_time_reuse_the_database_statistics(
 
 async def test_metrics_need_an_admin_token_when_tokens_are_on(database_dsn: str) -> None:
     """Their labels name every topic and subscriber."""
-    tokens = {"pub-token": ["publish"], "admin-token": ["admin"]}
+    # "?" matches the name "*" too, but not every topic: it is no admin-everywhere grant.
+    tokens = {"pub-token": ["publish"], "admin-token": ["admin"], "one-char": {"?": ["admin"]}}
     settings = Settings(database_url=database_dsn, api_tokens=tokens)
     with serving(settings) as secured:
         async with httpx.AsyncClient(base_url=secured.url, timeout=10) as http:
@@ -210,6 +211,7 @@ async def test_metrics_need_an_admin_token_when_tokens_are_on(database_dsn: str)
                 (None, 401, "unauthorized"),
                 ("nope", 401, "unauthorized"),
                 ("pub-token", 403, "forbidden"),
+                ("one-char", 403, "forbidden"),
             ):
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
                 refused = await http.get("/metrics", headers=headers)

@@ -229,6 +229,9 @@ async def test_the_per_token_websocket_cap(settings: Settings) -> None:
             await _open_websockets(stack, url, 1, **alpha)
             assert await _refused_status(url, **alpha) == 429
             await _open_websockets(stack, url, 1, **beta)  # another token has its own share
+            # A browser's token, sent as a subprotocol, is the same caller as the header's.
+            alpha_by_browser = {"subprotocols": ["pgqueue", "bearer.alpha"]}
+            assert await _refused_status(url, **alpha_by_browser) == 429
 
 
 # -- rates ----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def token_refusal(request: Request, token: str | None) -> int | None:
     caller = auth.keyring_of(request).caller(token)
     if caller is None:
         return 401
-    return None if caller.may(auth.ADMIN, auth.EVERY_TOPIC) else 403
+    return None if caller.may_everywhere(auth.ADMIN) else 403
 
 
 class Refused(Exception):
@@ -58,7 +58,7 @@ class Session:
 
 
 def presented_token(request: Request) -> str | None:
-    return request.cookies.get(TOKEN_COOKIE) or auth.bearer(request.headers.get("authorization"))
+    return request.cookies.get(TOKEN_COOKIE) or auth.presented_token(request)
 
 
 def csrf_token(request: Request) -> str:
